@@ -1,0 +1,308 @@
+"""The ``s2d`` command line: one console script with a subcommand per job.
+
+Every subcommand parses its arguments here and calls library functions; no logic lives in the
+CLI beyond choosing paths and printing. Bad input raises :class:`s2d.errors.S2DError`, which
+:func:`main` prints as one line (``s2d: error: <path>: <problem>``) with exit status 2 — never a
+traceback. Heavy imports (torch, PyAV, OpenCV) happen inside the subcommands so ``s2d --help``
+is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from s2d import __version__
+from s2d.errors import InputError, S2DError
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+_FORMATTER = argparse.RawDescriptionHelpFormatter
+
+
+def _add_eval(sub: "argparse._SubParsersAction") -> None:
+    p = sub.add_parser(
+        "eval",
+        help="score results: YouTube-VIS AP/AR or DAVIS J&F (equal to the official tools)",
+        description="Score segmentation results against ground truth. The metrics equal the official "
+                    "YouTube-VIS cocoapi fork (ytvoseval.py) and davis2017-evaluation to within 1e-4.",
+        formatter_class=_FORMATTER,
+    )
+    esub = p.add_subparsers(dest="benchmark", metavar="{ytvis,davis}", required=True)
+
+    y = esub.add_parser(
+        "ytvis",
+        help="YouTube-VIS AP/AR (video mask IoU, COCO protocol)",
+        description="YouTube-VIS AP, AP50, AP75, APs/APm/APl, AR1, AR10, AR100 with video-level mask IoU "
+                    "sum_t|P∩G| / sum_t|P∪G| and the COCO protocol (IoU .50:.05:.95, 101-point precision).",
+        epilog="example:\n  s2d eval ytvis --gt valid_gt.json --pred results.json --class-agnostic --json metrics.json",
+        formatter_class=_FORMATTER,
+    )
+    y.add_argument("--gt", required=True, metavar="GT.json", help="YouTube-VIS dataset JSON (videos, annotations, categories)")
+    y.add_argument("--pred", required=True, metavar="RESULTS.json",
+                   help="YouTube-VIS results JSON: [{video_id, category_id, segmentations, score}]")
+    y.add_argument("--class-agnostic", action="store_true",
+                   help="ignore categories: pool all GT and all predictions per video (useCats=0), "
+                        "as unsupervised VIS is scored")
+    y.add_argument("--json", metavar="OUT", help="also write the metrics as JSON to OUT")
+    y.set_defaults(func=_cmd_eval_ytvis)
+
+    d = esub.add_parser(
+        "davis",
+        help="DAVIS J (region IoU), F (boundary), J&F with recall and decay",
+        description="DAVIS J&F as in davis2017-evaluation. Protocols:\n"
+                    "  unsupervised  one Hungarian matching of predicted ids to GT ids per sequence on mean (J+F)/2;\n"
+                    "                at most 20 proposals per sequence (the 20 largest are kept); unmatched GT scores 0\n"
+                    "  semi          predicted id k is scored against GT object k (semi-supervised / binary)\n"
+                    "  union         all predicted ids merged into one mask vs the union of GT objects\n"
+                    "                (the headline for binary DAVIS-2016 ground truth)",
+        epilog="GT layout: a DAVIS root holding Annotations/480p/<seq>/*.png, or a folder of <seq>/ folders.\n"
+               "Prediction layout: DIR/<seq>/*.png or the `s2d segment` layout DIR/<seq>/davis/*.png,\n"
+               "one indexed PNG per GT frame (0 = background, ids 1..255).\n\n"
+               "example:\n  s2d eval davis --gt ../shared/data/davis2016 --pred out/ --protocol union --json jf.json",
+        formatter_class=_FORMATTER,
+    )
+    d.add_argument("--gt", required=True, metavar="ROOT", help="DAVIS root or folder of sequence folders with GT PNGs")
+    d.add_argument("--pred", required=True, metavar="DIR", help="folder of predicted sequence folders (indexed PNGs)")
+    d.add_argument("--protocol", choices=["unsupervised", "semi", "union"], default="unsupervised",
+                   help="how predicted ids are matched to GT objects (default: unsupervised)")
+    d.add_argument("--sequences", nargs="+", metavar="SEQ", help="score only these sequences (default: all in GT)")
+    d.add_argument("--json", metavar="OUT", help="also write the full report (per sequence and object) as JSON")
+    d.set_defaults(func=_cmd_eval_davis)
+
+
+def _add_export(sub: "argparse._SubParsersAction") -> None:
+    p = sub.add_parser(
+        "export",
+        help="convert results between YouTube-VIS JSON, DAVIS PNGs, MOTS txt and overlay mp4",
+        description="Convert segmentation results from one format to another, or draw them over the video.\n\n"
+                    "Input formats (chosen by what IN is, or by --from):\n"
+                    "  ytvis  a .json file: YouTube-VIS results list or dataset (GT) dict, RLE masks\n"
+                    "  davis  a folder of indexed PNGs (one per frame) — or of such folders, one per video\n"
+                    "  mots   a .txt file with lines 'frame id class_id h w rle'\n\n"
+                    "Outputs (-o):\n"
+                    "  ytvis    a JSON file (results format; --dataset writes the dataset/GT format)\n"
+                    "  davis    a folder of PNGs; with several videos, one subfolder per video\n"
+                    "  mots     a .txt file; with several videos, a folder of <video>.txt\n"
+                    "  overlay  an .mp4 with coloured masks, contours and ids; needs --video (frames of one video)",
+        epilog="examples:\n"
+               "  s2d export results.json --to davis -o pngs/\n"
+               "  s2d export pngs/bikes --to mots -o bikes.txt\n"
+               "  s2d export results.json --to overlay --video bikes.mp4 -o bikes_overlay.mp4",
+        formatter_class=_FORMATTER,
+    )
+    p.add_argument("input", metavar="IN", help="results to convert (JSON file, PNG folder or MOTS txt)")
+    p.add_argument("--to", required=True, choices=["ytvis", "davis", "mots", "overlay"], help="output format")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output file or folder (see above)")
+    p.add_argument("--from", dest="src_format", choices=["ytvis", "davis", "mots"],
+                   help="input format when it cannot be told from IN")
+    p.add_argument("--video", metavar="SRC",
+                   help="the source video (file, frame folder or glob): frames for overlays; also gives "
+                        "fps, frame names and the frame count")
+    p.add_argument("--video-id", type=int, metavar="ID",
+                   help="with a multi-video YouTube-VIS input, export only this video_id")
+    p.add_argument("--gt", metavar="GT.json",
+                   help="YouTube-VIS dataset JSON giving sizes, lengths and names of the videos of a results file")
+    p.add_argument("--dataset", action="store_true", help="with --to ytvis: write the dataset (GT) format")
+    p.add_argument("--score-threshold", type=float, default=0.0, metavar="S",
+                   help="drop tracks scoring below S (default 0: keep all)")
+    p.set_defaults(func=_cmd_export)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="s2d",
+        description="s2d — unsupervised video instance segmentation (S2D: Sparse-To-Dense Keymask "
+                    "Distillation). Runs on CPU; CUDA where present.",
+        epilog="Run `s2d COMMAND --help` for the options of a command.",
+        formatter_class=_FORMATTER,
+    )
+    parser.add_argument("--version", action="version", version=f"s2d {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_eval(sub)
+    _add_export(sub)
+    return parser
+
+
+# --------------------------------------------------------------------------- commands
+def _write_json(path: str, obj: object) -> None:
+    from s2d.io.atomic import atomic_write_text
+
+    atomic_write_text(path, json.dumps(obj, indent=2))
+    print(f"wrote {path}", file=sys.stderr)
+
+
+def _cmd_eval_ytvis(args: argparse.Namespace) -> int:
+    from s2d.eval.ytvis import evaluate_ytvis, format_ytvis_table, load_ytvis_gt, load_ytvis_results
+
+    gt = load_ytvis_gt(args.gt)
+    results = load_ytvis_results(args.pred, gt=gt)
+    metrics = evaluate_ytvis(gt, results, class_agnostic=args.class_agnostic)
+    print(format_ytvis_table(metrics))
+    if args.json:
+        _write_json(args.json, metrics)
+    return 0
+
+
+def _cmd_eval_davis(args: argparse.Namespace) -> int:
+    from s2d.eval.davis import evaluate_davis, format_davis_table
+
+    report = evaluate_davis(args.gt, args.pred, protocol=args.protocol, sequences=args.sequences)
+    print(format_davis_table(report))
+    for w in report.get("warnings", []):
+        print(f"note: {w}", file=sys.stderr)
+    if args.json:
+        _write_json(args.json, report)
+    return 0
+
+
+def _detect_format(path: Path) -> str:
+    """Tell the input format from what the path is (a folder, a .json, a .txt) — never from its name."""
+    if path.is_dir():
+        return "davis"
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        return "ytvis"
+    if suffix == ".txt":
+        return "mots"
+    raise InputError(path, "cannot tell the input format (expected a .json, a .txt or a folder of PNGs); "
+                           "pass --from ytvis|davis|mots")
+
+
+def _read_input(args: argparse.Namespace) -> list:
+    """Read IN as a list of VideoSegmentation (one per video)."""
+    from s2d.io import formats
+
+    src = Path(args.input)
+    if not src.exists():
+        raise InputError(src, "no such file or directory")
+    fmt = args.src_format or _detect_format(src)
+    if fmt == "ytvis":
+        info = None
+        if args.gt:
+            from s2d.eval.ytvis import load_ytvis_gt
+            info = load_ytvis_gt(args.gt)
+        videos = formats.from_ytvis(str(src), videos_info=info)
+        if args.video_id is not None:
+            videos = [v for v in videos if v.video_id == args.video_id]
+            if not videos:
+                raise InputError(src, f"no video with video_id {args.video_id}")
+        return videos
+    if args.video_id is not None:
+        raise InputError(src, "--video-id applies to YouTube-VIS input only")
+    if fmt == "davis":
+        pngs = [p for p in src.iterdir() if p.suffix.lower() == ".png"]
+        if pngs:
+            return [formats.read_davis(src)]
+        subdirs = sorted(p for p in src.iterdir() if p.is_dir())
+        if not subdirs:
+            raise InputError(src, "no .png frames and no sequence folders")
+        return [formats.read_davis(d) for d in subdirs]
+    return [formats.read_mots(src)]
+
+
+def _apply_video_source(videos: list, args: argparse.Namespace) -> list:
+    """Take fps, frame names and the name from --video (one video), checking the frame size."""
+    if not args.video:
+        return videos
+    from s2d.io.video import probe_video
+
+    if len(videos) != 1:
+        raise InputError(args.input, f"holds {len(videos)} videos; --video needs one (select with --video-id)")
+    info = probe_video(args.video)
+    v = videos[0]
+    if (info.orig_height, info.orig_width) != (v.height, v.width):
+        raise InputError(args.video, f"frame size {info.orig_width}x{info.orig_height} does not match the "
+                                     f"results' {v.width}x{v.height}")
+    if info.total_frames is not None and info.total_frames < v.num_frames:
+        raise InputError(args.video, f"has {info.total_frames} frames, results have {v.num_frames}")
+    from s2d.types import VideoSegmentation
+
+    return [VideoSegmentation(v.height, v.width, v.num_frames, v.tracks, fps=info.fps or v.fps,
+                              name=v.name or info.name, video_id=v.video_id, frame_names=v.frame_names)]
+
+
+def _video_label(v, i: int) -> str:
+    return v.name or (f"video{v.video_id}" if v.video_id is not None else f"video{i + 1}")
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from s2d.io import formats
+
+    videos = _apply_video_source(_read_input(args), args)
+    if args.score_threshold > 0:
+        videos = [v.with_tracks([t for t in v.tracks if t.score >= args.score_threshold]) for v in videos]
+    out = Path(args.output)
+    if args.to == "ytvis":
+        if args.dataset:
+            formats.write_ytvis_dataset(out, videos)
+        else:
+            formats.write_ytvis_results(out, videos)
+        print(f"wrote {out} ({len(videos)} video(s))", file=sys.stderr)
+    elif args.to == "davis":
+        if len(videos) == 1:
+            formats.write_davis(out, videos[0])
+        else:
+            for i, v in enumerate(videos):
+                formats.write_davis(out / _video_label(v, i), v)
+        print(f"wrote DAVIS PNGs under {out} ({len(videos)} video(s))", file=sys.stderr)
+    elif args.to == "mots":
+        if len(videos) == 1:
+            formats.write_mots(out, videos[0])
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            for i, v in enumerate(videos):
+                formats.write_mots(out / f"{_video_label(v, i)}.txt", v)
+        print(f"wrote {out} ({len(videos)} video(s))", file=sys.stderr)
+    else:
+        _export_overlay(videos, args, out)
+    return 0
+
+
+def _export_overlay(videos: list, args: argparse.Namespace, out: Path) -> None:
+    if not args.video:
+        raise InputError(args.input, "--to overlay needs --video SRC (the frames to draw on)")
+    from tqdm import tqdm
+
+    from s2d.io.overlay import OverlayWriter
+    from s2d.io.video import open_video
+
+    v = videos[0]
+    with open_video(args.video, end=v.num_frames) as stream:
+        fps = v.fps or stream.info.fps or 25.0
+        with OverlayWriter(out, fps, v.width, v.height) as writer:
+            for frame in tqdm(stream, total=v.num_frames, desc="overlay", unit="frame",
+                              disable=not sys.stderr.isatty()):
+                writer.write(frame.rgb, v.frame(frame.index))
+    print(f"wrote {out}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- entry point
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the CLI; returns the exit status (0 ok, 2 bad input, 130 interrupted)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except S2DError as exc:
+        print(f"s2d: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("s2d: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # e.g. `s2d eval ... | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _entry() -> None:  # pragma: no cover - console script shim
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _entry()

@@ -1,0 +1,103 @@
+"""Atomic file writes: write to a hidden temp file beside the target, then rename.
+
+Why: an interrupted run (Ctrl-C, OOM kill, a bug half-way through a stream) must never leave a
+truncated JSON, PNG or checkpoint under the final name, because resumable stages (discovery,
+training) treat "file exists" as "work done" (SPEC §8). ``os.replace`` within one directory is
+atomic on POSIX and Windows, so the temp file lives in the *same* directory as the target.
+
+The temp name is hidden (leading dot, so globs like ``*.png`` never pick up a half-written file)
+and keeps the target's suffix, because writers such as PIL, OpenCV and PyAV choose the format from
+the file extension.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from pathlib import Path
+from typing import IO, Any, Iterator, Union
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+__all__ = ["temp_path_for", "atomic_path", "atomic_open", "atomic_write_text", "atomic_write_bytes"]
+
+
+def temp_path_for(path: PathLike) -> Path:
+    """A fresh hidden temp path in ``path``'s directory with the same suffix.
+
+    ``results.json`` → ``.results.3f9a1c2e.tmp.json``. The random part lets concurrent writers
+    (several worker processes) target the same directory without clobbering each other.
+    """
+    path = Path(path)
+    return path.with_name(f".{path.stem}.{secrets.token_hex(4)}.tmp{path.suffix}")
+
+
+def _remove_quietly(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike, *, fsync: bool = False) -> Iterator[Path]:
+    """Yield a temp path to write ``path``'s content to; rename it to ``path`` on success.
+
+    On any exception (including ``KeyboardInterrupt``) the temp file is deleted and ``path`` is
+    left untouched (an older version stays). Parent folders are created. The body must create
+    the temp file (a missing one raises ``FileNotFoundError`` at the rename).
+
+    ``fsync=True`` flushes the data to disk before the rename, which also protects against power
+    loss; off by default because per-frame writers (DAVIS PNGs) would pay it on every frame.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_for(path)
+    try:
+        yield tmp
+        if fsync:
+            _fsync_file(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: PathLike, mode: str = "w", *, fsync: bool = False, **kwargs: Any) -> Iterator[IO[Any]]:
+    """``open()`` for writing that only lands under ``path`` if the ``with`` body succeeds.
+
+    ``mode`` must be a write mode (``"w"``, ``"wb"``, ``"x"``…); ``"a"`` makes no sense for an
+    atomic replace and is rejected. Text mode defaults to UTF-8.
+    """
+    if not any(c in mode for c in "wx") or "a" in mode:
+        raise ValueError(f"atomic_open needs a write mode, got {mode!r}")
+    if "b" not in mode:
+        kwargs.setdefault("encoding", "utf-8")
+    with atomic_path(path, fsync=False) as tmp:
+        with open(tmp, mode, **kwargs) as f:
+            yield f
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+
+
+def atomic_write_bytes(path: PathLike, data: bytes, *, fsync: bool = False) -> Path:
+    """Write ``data`` to ``path`` atomically; returns ``Path(path)``."""
+    with atomic_open(path, "wb", fsync=fsync) as f:
+        f.write(data)
+    return Path(path)
+
+
+def atomic_write_text(path: PathLike, text: str, *, encoding: str = "utf-8", fsync: bool = False) -> Path:
+    """Write ``text`` to ``path`` atomically (UTF-8 by default); returns ``Path(path)``."""
+    with atomic_open(path, "w", encoding=encoding, fsync=fsync) as f:
+        f.write(text)
+    return Path(path)

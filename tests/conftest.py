@@ -1,0 +1,32 @@
+"""Shared fixtures: tiny synthetic videos and frame folders (see ``tests/helpers.py``)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # make `helpers` importable from every test module
+
+from helpers import make_frame_folder, make_frames, make_video  # noqa: E402
+
+
+@pytest.fixture
+def tiny_frames() -> List[np.ndarray]:
+    """12 frames of 32×48 RGB, frame i in colour ``helpers.frame_color(i)``."""
+    return make_frames(12, 32, 48)
+
+
+@pytest.fixture
+def tiny_video(tmp_path: Path, tiny_frames: List[np.ndarray]) -> Path:
+    """A 12-frame 32×48 H.264 mp4 at 10 fps."""
+    return make_video(tmp_path / "tiny.mp4", tiny_frames, fps=10)
+
+
+@pytest.fixture
+def tiny_frame_folder(tmp_path: Path, tiny_frames: List[np.ndarray]) -> Path:
+    """A folder ``tiny_frames/`` with 12 PNG frames ``00000.png`` ... ``00011.png``."""
+    return make_frame_folder(tmp_path / "tiny_frames", tiny_frames)
