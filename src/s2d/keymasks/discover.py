@@ -1,0 +1,472 @@
+"""Keymask discovery for one video: :func:`discover_keymasks` → :class:`KeymaskResult`.
+
+Pipeline (PAPER §2, the reference ``keymask_ident/`` step by step):
+
+1. Every single-frame mask gets two point sets (:mod:`s2d.keymasks.grid`): the 50×50 grid points
+   inside it (visibility) and the ``clamp(floor(area/800), 25, 50)`` grid points (matching).
+2. **Visibility**: one tracker call per frame with the visibility points of *all* masks of that frame
+   concatenated; each mask's γ curve (T floats) is reduced from the call at once, the tracks are
+   dropped. DBSCAN over ``γ > 0.3`` → clusters, ranges, candidates (:mod:`s2d.keymasks.visibility`).
+3. **Matching**: one tracker call per frame with the matching points of all candidates of that frame;
+   per candidate the point-mask fractions against every mask of every frame of its (merged) range are
+   computed on the fly (:mod:`s2d.keymasks.matching`); only the matched mask indices are kept.
+4. **Grouping**: per visibility cluster DBSCAN over the cropped match matrix → groups = objects; all
+   rows of a group are its keymasks. Where a group has several masks on one frame, one is kept:
+   the one matched by most rows of the group, then the highest mask score, then the lowest mask
+   index (the reference keeps an arbitrary one).
+5. Objects are numbered 1..n by (first keymask frame, visibility cluster, group label) after the
+   optional one2x filter.
+
+Tracker cost: one call per frame with masks (visibility) plus one per frame with candidates (matching);
+nothing of the tracks is kept beyond the call that produced it.
+
+Deviations from the reference: a visibility cluster whose match matrix is empty is skipped (the
+reference abandons the whole video); several masks of a group on one frame are resolved by the rule
+above; the matching grid's area rule is applied at a reference frame size (see
+:mod:`s2d.keymasks.config`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from s2d import rle as rle_utils
+from s2d.errors import SettingError, ValidationError
+from s2d.keymasks.config import KeymaskConfig
+from s2d.keymasks.grid import grid_points
+from s2d.keymasks.matching import (
+    MaskIndex,
+    choose_per_frame,
+    group_matches,
+    iter_slices,
+    one2x_count,
+    point_mask_fractions,
+    point_pixels,
+)
+from s2d.keymasks.visibility import VisibilityCluster, binarize, group_by_visibility
+from s2d.tracking.base import PointTracker, TrackResult
+from s2d.types import Track, VideoSegmentation
+
+__all__ = ["MaskInfo", "KeymaskObject", "KeymaskResult", "discover_keymasks"]
+
+Range = Tuple[int, int]
+#: ``progress(phase, done, total)`` with phase ``"visibility"`` or ``"matching"``, counted in frames
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class MaskInfo:
+    """What discovery did with one single-frame mask (``KeymaskResult.masks[index]``).
+
+    Attributes:
+        index: global mask index (masks ordered by frame, then by their track's position in the input).
+        frame: the frame the mask lies on.
+        track_id: id of the input track it came from.
+        score: the input track's score.
+        area: pixels.
+        visibility_points: number of 50×50 grid points inside the mask.
+        match_grid: G of its matching grid; ``match_points`` the points inside it.
+        cluster: visibility DBSCAN label (−1 = noise).
+        candidate: whether it was a candidate (propagated and matched).
+        range: the frame range it was matched over (candidates only).
+        num_matches: masks it matched (candidates only).
+        one2x: 1 if flagged one-to-many, 0 if not, ``None`` when not a candidate.
+        one2x_frames: frames with more than one mask above the one2x threshold.
+        group: match-DBSCAN label within its cluster (−1 = noise or not a candidate).
+        object_id: id of the object it is a keymask of (0 = none).
+        duplicate: in a group but dropped because the group had another mask on its frame.
+    """
+
+    index: int
+    frame: int
+    track_id: int
+    score: float
+    area: int
+    visibility_points: int = 0
+    match_grid: int = 0
+    match_points: int = 0
+    cluster: int = -1
+    candidate: bool = False
+    range: Optional[Range] = None
+    num_matches: int = 0
+    one2x: Optional[int] = None
+    one2x_frames: int = 0
+    group: int = -1
+    object_id: int = 0
+    duplicate: bool = False
+
+
+@dataclass
+class KeymaskObject:
+    """One discovered object identity with its keymasks (one per keymask frame).
+
+    Attributes:
+        id: 1..n in order of (first keymask frame, cluster, group).
+        cluster, group: the visibility cluster and the match-DBSCAN label it comes from.
+        frames: keymask frames, ascending.
+        mask_indices: global mask index of the keymask on each of ``frames``.
+        masks: COCO RLE of each keymask.
+        scores: input score of each keymask.
+        visibility_ranges: the cluster's majority-visible ranges (unmerged, as the reference writes).
+        match_range: the range its rows were matched over (merged ranges by default).
+        members: all group rows (keymasks plus dropped duplicates).
+        duplicates: global indices dropped by the one-per-frame rule.
+        one2x_mean: mean one2x flag over all group rows.
+    """
+
+    id: int
+    cluster: int
+    group: int
+    frames: List[int]
+    mask_indices: List[int]
+    masks: List[dict]
+    scores: List[float]
+    visibility_ranges: List[Range]
+    match_range: Range
+    members: List[int]
+    duplicates: List[int]
+    one2x_mean: float
+
+    @property
+    def num_keymasks(self) -> int:
+        return len(self.frames)
+
+    @property
+    def score(self) -> float:
+        """Mean input score of the keymasks."""
+        return float(np.clip(np.mean(self.scores), 0.0, 1.0)) if self.scores else 0.0
+
+    @property
+    def one2x(self) -> float:
+        """``one2x_mean`` rounded to 2 decimals (the value the reference writes and filters on)."""
+        return round(float(self.one2x_mean), 2)
+
+    def extra(self) -> Dict[str, Any]:
+        """Diagnostics stored in ``Track.extra`` (and thus in YouTube-VIS JSON records)."""
+        return {
+            "one2x": self.one2x,
+            "visibility_ranges": [[int(s), int(e)] for s, e in self.visibility_ranges],
+            "num_keymasks": self.num_keymasks,
+            "visibility_cluster": int(self.cluster),
+            "group": int(self.group),
+        }
+
+
+@dataclass
+class KeymaskResult:
+    """Keymasks of one video plus everything needed to judge them.
+
+    Attributes:
+        objects: discovered objects, ids 1..n.
+        masks: one :class:`MaskInfo` per single-frame mask (global index order).
+        visible: ``M×T`` bool, the binary visibility vectors (``γ > threshold``).
+        clusters: the visibility clusters (ranges, candidates).
+        diagnostics: video-level numbers (see :func:`discover_keymasks`).
+        height, width, num_frames, fps, name, video_id, frame_names: the input video's metadata.
+    """
+
+    objects: List[KeymaskObject]
+    masks: List[MaskInfo]
+    visible: np.ndarray
+    clusters: List[VisibilityCluster]
+    diagnostics: Dict[str, Any]
+    height: int
+    width: int
+    num_frames: int
+    fps: Optional[float] = None
+    name: Optional[str] = None
+    video_id: Optional[int] = None
+    frame_names: Optional[List[str]] = None
+
+    def to_video(self) -> VideoSegmentation:
+        """Sparse video labels: one track per object, RLE on its keymask frames and ``None`` elsewhere.
+
+        Track score = mean score of its keymasks; ``Track.extra`` holds ``one2x``,
+        ``visibility_ranges``, ``num_keymasks``, ``visibility_cluster`` and ``group``.
+        """
+        tracks = []
+        for obj in self.objects:
+            seq: List[Optional[dict]] = [None] * self.num_frames
+            for f, m in zip(obj.frames, obj.masks):
+                seq[f] = m
+            tracks.append(Track(obj.id, seq, obj.score, 1, obj.extra()))
+        return VideoSegmentation(self.height, self.width, self.num_frames, tracks, fps=self.fps,
+                                 name=self.name, video_id=self.video_id, frame_names=self.frame_names)
+
+    @property
+    def keymask_indices(self) -> List[int]:
+        """Global indices of all keymasks."""
+        return sorted(i for o in self.objects for i in o.mask_indices)
+
+    def summary(self) -> Dict[str, Any]:
+        """JSON-safe diagnostics: the video-level numbers, the clusters and one entry per object."""
+        d = dict(self.diagnostics)
+        for k in ("cluster_coverage", "visibility_to_temporal_factor"):
+            d[k] = {str(c): v for c, v in d[k].items()}
+        return {
+            "name": self.name,
+            "num_frames": self.num_frames,
+            "diagnostics": d,
+            "clusters": [{"label": c.label, "size": int(c.members.size),
+                          "ranges": [[int(s), int(e)] for s, e in c.ranges],
+                          "candidates": len(c.candidates)} for c in self.clusters],
+            "objects": [{"id": o.id, "frames": o.frames, "score": o.score, **o.extra(),
+                         "one2x_mean": o.one2x_mean, "duplicates": len(o.duplicates),
+                         "match_range": list(o.match_range)} for o in self.objects],
+        }
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _collect_masks(video: VideoSegmentation) -> List[Tuple[int, int, int, float, dict]]:
+    """``(frame, input position, track id, score, rle)`` of every non-null mask, in global order."""
+    out = []
+    for pos, tr in enumerate(video.tracks):
+        for t, m in enumerate(tr.masks):
+            if m is not None:
+                out.append((t, pos, tr.id, float(tr.score), m))
+    out.sort(key=lambda e: (e[0], e[1]))
+    return out
+
+
+def _call_tracker(tracker: PointTracker, queries: np.ndarray, num_frames: int) -> TrackResult:
+    res = tracker.track(queries)
+    n = queries.shape[0]
+    pts = np.asarray(res.points)
+    vis = np.asarray(res.visible)
+    if pts.shape != (num_frames, n, 2) or vis.shape != (num_frames, n):
+        raise ValidationError(f"tracker returned points {pts.shape} and visibility {vis.shape} for {n} queries; "
+                              f"expected {(num_frames, n, 2)} and {(num_frames, n)} (is it prepared with the "
+                              f"same {num_frames}-frame video?)")
+    return res
+
+
+def _queries(frame: int, pts: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    q = np.empty((pts.shape[0], 3), dtype=np.float32)
+    q[:, 0] = frame
+    q[:, 1:] = pts * scale
+    return q
+
+
+# --------------------------------------------------------------------------- main entry
+
+
+def discover_keymasks(masks: VideoSegmentation, tracker: PointTracker,
+                      config: Optional[KeymaskConfig] = None, *,
+                      tracker_size: Optional[Tuple[int, int]] = None,
+                      progress: Optional[Progress] = None) -> KeymaskResult:
+    """Discover keymasks and object identities in one video (PAPER §2).
+
+    Args:
+        masks: the single-frame masks: every non-null frame of every track is one mask (stage 1
+            output has exactly one per track); its score is the track's score. Empty masks are
+            ignored (counted in ``diagnostics["empty_masks"]``).
+        tracker: a :class:`s2d.tracking.base.PointTracker` already prepared with this video
+            (``masks.num_frames`` frames).
+        config: settings; defaults are the reference values.
+        tracker_size: ``(height, width)`` of the frames the tracker works on when it differs from the
+            masks' size; points are mapped with the align-corners factor ``(W_t - 1) / (W - 1)``.
+        progress: optional callback ``(phase, frames_done, frames_total)``.
+
+    Returns:
+        :class:`KeymaskResult`; ``diagnostics`` has ``num_masks``, ``empty_masks``, ``clustered``,
+        ``noise``, ``num_clusters``, ``candidates``, ``grouped`` (candidates in a non-noise group),
+        ``coverage`` (grouped / candidates, the reference's video coverage), ``cluster_coverage``
+        and ``visibility_to_temporal_factor`` per cluster label, ``keymasks``, ``duplicates_dropped``,
+        ``objects``, ``one2x_filtered``, ``keymask_frames_covered`` (fraction of frames with a
+        keymask) and ``tracker_calls``.
+    """
+    cfg = config if config is not None else KeymaskConfig()
+    if not isinstance(cfg, KeymaskConfig):
+        raise SettingError(f"config must be a KeymaskConfig, got {type(cfg).__name__}")
+    if not isinstance(masks, VideoSegmentation):
+        raise SettingError(f"masks must be a VideoSegmentation, got {type(masks).__name__}")
+    H, W, T = masks.height, masks.width, masks.num_frames
+    if tracker_size is None:
+        scale = np.array([1.0, 1.0])
+    else:
+        th, tw = (int(v) for v in tracker_size)
+        if th < 2 or tw < 2:
+            raise SettingError(f"tracker_size must be (height, width) of at least 2×2, got {tracker_size!r}")
+        scale = np.array([(tw - 1) / (W - 1) if W > 1 else 1.0, (th - 1) / (H - 1) if H > 1 else 1.0])
+
+    # ---- 1. masks, point sets, point-in-mask index (each mask decoded once)
+    entries = _collect_masks(masks)
+    index = MaskIndex(H, W, T)
+    infos: List[MaskInfo] = []
+    rles: List[dict] = []
+    vis_pts: List[np.ndarray] = []
+    match_pts: List[np.ndarray] = []
+    empty = 0
+    for frame, _pos, tid, score, rle in entries:
+        area = rle_utils.area(rle)
+        if area == 0:
+            empty += 1
+            continue
+        m = rle_utils.decode(rle)
+        gi = index.add(frame, m)
+        vp = grid_points(m, cfg.visibility_grid, cfg.grid_model_size, cfg.margin)
+        g = cfg.match_grid_size(area, H * W)
+        mp = vp if g == cfg.visibility_grid else grid_points(m, g, cfg.grid_model_size, cfg.margin)
+        infos.append(MaskInfo(gi, frame, tid, score, int(area), visibility_points=len(vp), match_grid=g,
+                              match_points=len(mp)))
+        rles.append(rle)
+        vis_pts.append(vp)
+        match_pts.append(mp)
+    index.finalize()
+    M = len(infos)
+    frames_of = index.frames
+    tracker_calls = 0
+
+    # ---- 2. visibility curves: one tracker call per frame, reduced at once
+    gamma = np.full((M, T), np.nan, dtype=np.float32)
+    frames_with_masks = [t for t in range(T) if index.frame_start[t + 1] > index.frame_start[t]]
+    for done, t in enumerate(frames_with_masks):
+        ids = list(index.masks_on(t))
+        sizes = [len(vis_pts[i]) for i in ids]
+        if sum(sizes):
+            q = _queries(t, np.concatenate([vis_pts[i] for i in ids]), scale)
+            res = _call_tracker(tracker, q, T)
+            tracker_calls += 1
+            vis = np.asarray(res.visible, dtype=bool)
+            for i, sl in zip(ids, iter_slices(sizes)):
+                if sl.stop > sl.start:
+                    gamma[i] = vis[:, sl].mean(axis=1)
+            del res, vis
+        if progress is not None:
+            progress("visibility", done + 1, len(frames_with_masks))
+    visible = binarize(gamma, cfg.visibility_threshold)
+    del gamma
+
+    # ---- 3. visibility grouping
+    labels, clusters = group_by_visibility(visible, frames_of, cfg.visibility_eps, cfg.visibility_min_samples,
+                                           cfg.candidate_visible_fraction)
+    for info, lab in zip(infos, labels):
+        info.cluster = int(lab)
+    cand_range: Dict[int, Range] = {}
+    for c in clusters:
+        if not c.ranges:
+            continue
+        merged = c.merged_range
+        for m, rng in c.candidates.items():
+            cand_range[m] = merged if cfg.merge_vranges else rng
+    for m, rng in cand_range.items():
+        infos[m].candidate = True
+        infos[m].range = (int(rng[0]), int(rng[1]))
+
+    # ---- 4. propagate and match: one tracker call per frame with candidates
+    matched: Dict[int, np.ndarray] = {}
+    by_frame: Dict[int, List[int]] = {}
+    for m in sorted(cand_range):
+        by_frame.setdefault(int(frames_of[m]), []).append(m)
+    for done, t in enumerate(sorted(by_frame)):
+        ids = by_frame[t]
+        sizes = [len(match_pts[i]) for i in ids]
+        lin = None
+        lo = min(cand_range[i][0] for i in ids)  # only the frames some candidate of t is matched on
+        hi = max(cand_range[i][1] for i in ids)
+        if sum(sizes):
+            q = _queries(t, np.concatenate([match_pts[i] for i in ids]), scale)
+            res = _call_tracker(tracker, q, T)
+            tracker_calls += 1
+            pts = np.asarray(res.points[lo:hi + 1], dtype=np.float64)
+            if tracker_size is not None:
+                pts = pts / scale
+            lin = point_pixels(pts, H, W)  # (hi-lo+1)×N, −1 = out of bounds
+            del res, pts
+        for i, sl in zip(ids, iter_slices(sizes)):
+            a, b = cand_range[i]
+            if lin is None or sl.stop == sl.start:
+                matched[i] = np.zeros(0, np.int64)
+                infos[i].one2x, infos[i].one2x_frames = 0, 0
+                continue
+            g0, j = point_mask_fractions(lin[a - lo:b - lo + 1, sl], a, index)
+            gids = g0 + np.arange(j.size)
+            matched[i] = gids[j > cfg.matching_threshold]
+            n2x = one2x_count(j, frames_of[gids], cfg.one2x_threshold)
+            infos[i].num_matches = int(matched[i].size)
+            infos[i].one2x_frames = n2x
+            infos[i].one2x = 1 if n2x >= cfg.one2x_min_frames else 0
+        if progress is not None:
+            progress("matching", done + 1, len(by_frame))
+
+    # ---- 5. temporal grouping per visibility cluster → objects
+    raw_objects = []
+    cluster_cov: Dict[int, float] = {}
+    v2t: Dict[int, int] = {}
+    grouped_total = 0
+    dup_total = 0
+    for c in clusters:
+        refs = {m: matched[m] for m in c.candidates if m in matched}
+        if not refs:
+            continue
+        glabels = group_matches(refs, cfg.match_dbscan_params, all_rows=cfg.match_all_rows)
+        groups: Dict[int, List[int]] = {}
+        for m, g in glabels.items():
+            infos[m].group = g
+            if g >= 0:
+                groups.setdefault(g, []).append(m)
+        n_grouped = sum(len(v) for v in groups.values())
+        grouped_total += n_grouped
+        cluster_cov[c.label] = n_grouped / len(refs)
+        v2t[c.label] = len(groups)
+        for g, members in sorted(groups.items()):
+            members = sorted(members)
+            row_sets = [set(matched[r].tolist()) for r in members]
+            support = [sum(1 for rs in row_sets if m in rs) for m in members]
+            kept, dropped = choose_per_frame(members, frames_of[members], support,
+                                             [infos[m].score for m in members])
+            for m in dropped:
+                infos[m].duplicate = True
+            dup_total += len(dropped)
+            one2x_mean = float(np.mean([infos[m].one2x or 0 for m in members]))
+            raw_objects.append(dict(cluster=c.label, group=g, kept=kept, dropped=dropped, members=members,
+                                    ranges=list(c.ranges),
+                                    match_range=(min(cand_range[m][0] for m in members),
+                                                 max(cand_range[m][1] for m in members)),
+                                    one2x_mean=one2x_mean))
+
+    # ---- 6. one2x filter, ordering, ids
+    filtered = 0
+    if cfg.one2x_filter is not None:
+        keep = [o for o in raw_objects if round(o["one2x_mean"], 2) <= cfg.one2x_filter]
+        filtered = len(raw_objects) - len(keep)
+        raw_objects = keep
+    raw_objects.sort(key=lambda o: (int(frames_of[o["kept"][0]]), o["cluster"], o["group"]))
+    objects: List[KeymaskObject] = []
+    for oid, o in enumerate(raw_objects, start=1):
+        for m in o["kept"]:
+            infos[m].object_id = oid
+        objects.append(KeymaskObject(
+            id=oid, cluster=o["cluster"], group=o["group"],
+            frames=[int(frames_of[m]) for m in o["kept"]], mask_indices=list(o["kept"]),
+            masks=[rles[m] for m in o["kept"]], scores=[infos[m].score for m in o["kept"]],
+            visibility_ranges=o["ranges"], match_range=(int(o["match_range"][0]), int(o["match_range"][1])),
+            members=o["members"], duplicates=o["dropped"], one2x_mean=o["one2x_mean"]))
+
+    n_cand = len(cand_range)
+    covered = set(f for o in objects for f in o.frames)
+    diagnostics = {
+        "num_masks": M,
+        "empty_masks": empty,
+        "clustered": int((labels >= 0).sum()),
+        "noise": int((labels < 0).sum()),
+        "num_clusters": len(clusters),
+        "candidates": n_cand,
+        "grouped": grouped_total,
+        "coverage": grouped_total / n_cand if n_cand else 0.0,
+        "cluster_coverage": cluster_cov,
+        "visibility_to_temporal_factor": v2t,
+        "keymasks": sum(o.num_keymasks for o in objects),
+        "duplicates_dropped": dup_total,
+        "objects": len(objects),
+        "one2x_filtered": filtered,
+        "keymask_frames_covered": len(covered) / T if T else 0.0,
+        "tracker_calls": tracker_calls,
+    }
+    return KeymaskResult(objects, infos, visible, clusters, diagnostics, H, W, T, fps=masks.fps,
+                         name=masks.name, video_id=masks.video_id, frame_names=masks.frame_names)
