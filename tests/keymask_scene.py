@@ -82,7 +82,7 @@ class ExactTracker:
         yi = np.clip(np.rint(y).astype(int), 0, H - 1)
         return self.labels[t, yi, xi]
 
-    def track(self, queries: np.ndarray) -> TrackResult:
+    def track(self, queries: np.ndarray, frame_range=None) -> TrackResult:
         self.calls += 1
         q = np.asarray(queries, dtype=np.float64)
         n = q.shape[0]

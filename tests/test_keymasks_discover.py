@@ -132,7 +132,7 @@ class _ScaledTracker:
     def __init__(self, inner: ExactTracker, f: float) -> None:
         self.inner, self.f = inner, f
 
-    def track(self, queries):
+    def track(self, queries, frame_range=None):
         q = np.array(queries, dtype=np.float64)
         q[:, 1:] /= self.f
         r = self.inner.track(q)
@@ -179,7 +179,7 @@ def test_bad_tracker_output_and_settings():
     nm = noisy_masks()
 
     class Short:
-        def track(self, queries):
+        def track(self, queries, frame_range=None):
             n = len(queries)
             return TrackResult(np.zeros((3, n, 2)), np.ones((3, n), bool))
 

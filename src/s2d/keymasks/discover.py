@@ -233,8 +233,11 @@ def _collect_masks(video: VideoSegmentation) -> List[Tuple[int, int, int, float,
     return out
 
 
-def _call_tracker(tracker: PointTracker, queries: np.ndarray, num_frames: int) -> TrackResult:
-    res = tracker.track(queries)
+def _call_tracker(tracker: PointTracker, queries: np.ndarray, num_frames: int,
+                  frame_range: Optional[Tuple[int, int]] = None) -> TrackResult:
+    """Track ``queries``; with ``frame_range`` (end exclusive) only those frames are tracked, which makes
+    the matching step cost proportional to a candidate's range instead of the whole video."""
+    res = tracker.track(queries) if frame_range is None else tracker.track(queries, frame_range=frame_range)
     n = queries.shape[0]
     pts = np.asarray(res.points)
     vis = np.asarray(res.visible)
@@ -371,7 +374,7 @@ def discover_keymasks(masks: VideoSegmentation, tracker: PointTracker,
         hi = max(cand_range[i][1] for i in ids)
         if sum(sizes):
             q = _queries(t, np.concatenate([match_pts[i] for i in ids]), scale)
-            res = _call_tracker(tracker, q, T)
+            res = _call_tracker(tracker, q, T, frame_range=(lo, hi + 1))
             tracker_calls += 1
             pts = np.asarray(res.points[lo:hi + 1], dtype=np.float64)
             if tracker_size is not None:

@@ -8,12 +8,18 @@ tracker's work between masks.
 Shapes: ``queries`` is ``N×3`` float ``(t, x, y)`` in pixels of the frames the tracker is given;
 ``TrackResult.points`` is ``T×N×2`` float32 ``(x, y)`` and ``TrackResult.visible`` is ``T×N`` bool.
 A point is always visible at its own query frame.
+
+``frame_range=(start, end)`` (optional; inclusive start, exclusive end) restricts tracking to those
+frames — e.g. a keymask candidate's range (note that keymask ranges are inclusive ``(a, b)``, pass
+``(a, b + 1)``). Every query frame must lie in the range; outside it ``points`` is NaN and
+``visible`` False, and the result still has all T frames. Backends only touch frames in the range,
+so a short range is proportionally cheaper.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Optional, Protocol, Tuple, runtime_checkable
 
 import numpy as np
 
@@ -56,6 +62,7 @@ class PointTracker(Protocol):
     per-video state (e.g. the chained optical flow on disk); ``track`` is then called many times.
     """
 
-    def track(self, queries: np.ndarray) -> TrackResult:
-        """Track ``N×3`` queries ``(t, x, y)`` over all frames of the prepared video."""
+    def track(self, queries: np.ndarray, frame_range: Optional[Tuple[int, int]] = None) -> TrackResult:
+        """Track ``N×3`` queries ``(t, x, y)`` over all frames of the prepared video (or only over
+        ``frame_range = (start, end)``, end exclusive; NaN / invisible elsewhere)."""
         ...
