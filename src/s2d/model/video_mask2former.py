@@ -1,0 +1,237 @@
+"""The class-agnostic video Mask2Former: backbone → pixel decoder → video transformer decoder.
+
+Example::
+
+    from s2d.model import VideoMask2Former, model_preset
+    model = VideoMask2Former(model_preset("tiny"))
+    out = model(clips)                      # clips: B×T×3×H×W float in [0, 1]
+    out["pred_logits"]                      # B×Q×2  (object, no-object)
+    out["pred_masks"]                       # B×Q×T×ceil(H/4)×ceil(W/4) mask logits
+    res = model.predict(clips[0])           # per-query scores and T×H×W masks at the input size
+    model.save_checkpoint("run/model.pt")
+    model = VideoMask2Former.from_checkpoint("run/model.pt", device="cpu")
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List, Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from s2d.errors import InputError
+from s2d.features import build_backbone
+from s2d.io.atomic import atomic_path
+from s2d.model.config import ModelConfig, model_preset
+from s2d.model.pixel_decoder import build_pixel_decoder
+from s2d.model.transformer_decoder import VideoTransformerDecoder
+
+__all__ = ["VideoMask2Former", "CHECKPOINT_FORMAT"]
+
+CHECKPOINT_FORMAT = "s2d.video_mask2former/1"
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class VideoMask2Former(nn.Module):
+    """Class-agnostic video instance segmentation model (one object class + no-object).
+
+    Args:
+        config: a :class:`ModelConfig` or a preset name (``"tiny"``, ``"cpu"``, ``"paper"``).
+        device: where to build it (``"cpu"``, ``"cuda"``...).
+        backbone_random_init: override ``config.backbone_random_init`` (``from_checkpoint`` builds the backbone
+            randomly since the checkpoint holds its weights).
+    """
+
+    def __init__(self, config: Union[ModelConfig, str] = "cpu", device: Union[str, torch.device] = "cpu", *,
+                 backbone_random_init: Optional[bool] = None) -> None:
+        super().__init__()
+        cfg = model_preset(config) if isinstance(config, str) else config.validate()
+        self.config = cfg
+        rnd = cfg.backbone_random_init if backbone_random_init is None else backbone_random_init
+        self.backbone = build_backbone(cfg.backbone, "cpu", random_init=rnd)
+        self.unused_backbone_parameters = _freeze_unused(self.backbone)
+        self.pixel_decoder = build_pixel_decoder(cfg, self.backbone.out_channels)
+        self.decoder = VideoTransformerDecoder(cfg.conv_dim, cfg.hidden_dim, cfg.num_queries, cfg.nheads,
+                                               cfg.dim_feedforward, cfg.dec_layers, cfg.mask_dim, cfg.dropout,
+                                               cfg.pre_norm, 3, cfg.enforce_input_proj)
+        self.to(device)
+        self.train()
+
+    # ------------------------------------------------------------------ module plumbing
+
+    @property
+    def device(self) -> torch.device:
+        return self.decoder.query_feat.weight.device
+
+    def train(self, mode: bool = True) -> "VideoMask2Former":
+        super().train(mode)
+        if mode and self.config.freeze_backbone_bn:
+            for m in self.backbone.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(self, clips: torch.Tensor, normalized: bool = False, aux: Optional[bool] = None) -> Dict[str, Any]:
+        """Predict mask tubes and objectness for a batch of clips.
+
+        Args:
+            clips: ``B×T×3×H×W`` (or one clip ``T×3×H×W``) RGB: float in [0, 1] (or uint8), or already
+                normalised with the backbone's mean/std when ``normalized=True``. For training use sides divisible
+                by 4: the losses compare the stride-4 logits and the targets at the same relative positions.
+            aux: also return the auxiliary predictions (deep supervision); default: in training mode only.
+
+        Returns:
+            ``{"pred_logits": B×Q×2, "pred_masks": B×Q×T×ceil(H/4)×ceil(W/4), "aux_outputs": [...]}``;
+            the aux list holds ``dec_layers`` dicts of the same two keys (the learnable-query prediction and
+            every layer but the last; empty when ``aux`` is false). Mask logits cover the input frame (stride 4);
+            the input is zero-padded to ``size_divisibility`` inside and the masks cropped back.
+        """
+        if clips.ndim == 4:
+            clips = clips[None]
+        if clips.ndim != 5 or clips.shape[2] != 3:
+            raise ValueError(f"expected clips of shape B×T×3×H×W, got {tuple(clips.shape)}")
+        b, t, _, h, w = clips.shape
+        x = clips.reshape(b * t, 3, h, w).to(self.device)
+        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+        if not normalized:
+            x = self.backbone.normalize(x)
+        div = self.config.size_divisibility
+        ph, pw = (-h) % div, (-w) % div
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph))
+        feats = self.backbone.multiscale(x)
+        mask_features, memory = self.pixel_decoder(feats)
+        mask_features = mask_features.view(b, t, *mask_features.shape[1:])
+        out = self.decoder(memory, mask_features, aux=self.training if aux is None else aux)
+        hm, wm = -(-h // 4), -(-w // 4)
+        if (hm, wm) != tuple(out["pred_masks"].shape[-2:]):
+            out["pred_masks"] = out["pred_masks"][..., :hm, :wm]
+            for a in out["aux_outputs"]:
+                a["pred_masks"] = a["pred_masks"][..., :hm, :wm]
+        return out
+
+    @torch.no_grad()
+    def predict(self, clip: torch.Tensor, normalized: bool = False, size: Optional[tuple] = None,
+                score_threshold: float = 0.0, top_k: Optional[int] = None) -> Dict[str, torch.Tensor]:
+        """Inference on one clip ``T×3×H×W`` (or ``1×T×3×H×W``) in eval mode.
+
+        Scores are Mask2Former's: softmax object probability × mask quality (mean sigmoid inside the
+        binarised mask). Returns ``{"scores": K, "masks": K×T×H×W bool, "mask_logits": K×T×H×W float}``
+        sorted by score (highest first), at ``size`` (default: the input size), keeping queries with score
+        ≥ ``score_threshold`` and at most ``top_k``. The module's train/eval mode is restored afterwards.
+        """
+        if clip.ndim == 5:
+            if clip.shape[0] != 1:
+                raise ValueError("predict takes one clip; loop over the batch")
+            clip = clip[0]
+        h, w = clip.shape[-2:]
+        size = (int(h), int(w)) if size is None else (int(size[0]), int(size[1]))
+        was = self.training
+        self.eval()
+        try:
+            out = self(clip[None], normalized=normalized, aux=False)
+        finally:
+            self.train(was)
+        prob = out["pred_logits"][0].float().softmax(-1)[:, 0]
+        logits = out["pred_masks"][0].float()  # Q×T×h×w
+        # upsample to the padded-then-cropped stride-4 grid's extent: stride 4 covers 4·h4 ≥ H pixels
+        q, t, h4, w4 = logits.shape
+        up = F.interpolate(logits, size=(h4 * 4, w4 * 4), mode="bilinear", align_corners=False)[..., :h, :w]
+        if size != (h, w):
+            up = F.interpolate(up, size=size, mode="bilinear", align_corners=False)
+        masks = up > 0
+        sig = up.sigmoid()
+        quality = (sig * masks).flatten(1).sum(1) / masks.flatten(1).sum(1).clamp(min=1)
+        scores = prob * quality
+        order = scores.argsort(descending=True)
+        order = order[scores[order] >= score_threshold]
+        if top_k is not None:
+            order = order[:top_k]
+        return {"scores": scores[order], "masks": masks[order], "mask_logits": up[order]}
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save_checkpoint(self, path: PathLike, extra: Optional[Dict[str, Any]] = None) -> None:
+        """Write ``{"format", "config", "model", "extra"}`` atomically (temp file + rename)."""
+        payload = {"format": CHECKPOINT_FORMAT, "config": self.config.to_dict(),
+                   "model": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+                   "extra": extra or {}}
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+
+    def load_checkpoint(self, path: PathLike, strict: bool = True) -> Dict[str, Any]:
+        """Load weights saved by :meth:`save_checkpoint` (or a bare state dict) into this model.
+
+        Raises :class:`s2d.errors.InputError` (one line) when the file is missing/unreadable or its keys or
+        shapes do not match this model's config (listing missing, unexpected and mis-shaped keys).
+        Returns the checkpoint's ``extra`` dict.
+        """
+        payload = _read_checkpoint(path)
+        state = payload["model"] if isinstance(payload, dict) and "model" in payload else payload
+        if not isinstance(state, dict):
+            raise InputError(path, "not a model checkpoint (no state dict inside)")
+        own = self.state_dict()
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        shaped = [f"{k} {tuple(state[k].shape)}≠{tuple(own[k].shape)}" for k in own
+                  if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)]
+        if strict and (missing or unexpected or shaped):
+            parts = []
+            for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch", shaped)):
+                if keys:
+                    shown = ", ".join(keys[:8]) + (f", … ({len(keys)} in all)" if len(keys) > 8 else "")
+                    parts.append(f"{label}: {shown}")
+            raise InputError(path, "checkpoint does not match the model config; " + "; ".join(parts))
+        self.load_state_dict({k: v for k, v in state.items() if k in own and k not in shaped}, strict=False)
+        return dict(payload.get("extra", {})) if isinstance(payload, dict) else {}
+
+    @classmethod
+    def from_checkpoint(cls, path: PathLike, device: Union[str, torch.device] = "cpu",
+                        config: Optional[ModelConfig] = None) -> "VideoMask2Former":
+        """Build the model from a checkpoint's stored config (or ``config``) and load its weights."""
+        payload = _read_checkpoint(path)
+        if config is None:
+            if not isinstance(payload, dict) or "config" not in payload:
+                raise InputError(path, "checkpoint has no model config; pass config=")
+            try:
+                config = ModelConfig.from_dict(payload["config"])
+            except Exception as e:  # noqa: BLE001 - a bad stored config is bad input
+                raise InputError(path, f"invalid model config in checkpoint: {e}") from None
+        model = cls(config, "cpu", backbone_random_init=True)
+        model.load_checkpoint(path)
+        return model.to(device)
+
+
+def _freeze_unused(backbone: nn.Module) -> List[str]:
+    """Set ``requires_grad=False`` on backbone parameters that :meth:`multiscale` never uses (e.g. the
+    classifier head of an ImageNet CNN), so optimisers and DDP see only live parameters. Returns their names."""
+    params = [(n, p) for n, p in backbone.named_parameters() if p.requires_grad]
+    if not params:
+        return []
+    was = backbone.training
+    backbone.eval()
+    try:
+        with torch.enable_grad():
+            feats = backbone.multiscale(torch.zeros(1, 3, 64, 64))
+            grads = torch.autograd.grad(sum(f.float().sum() for f in feats.values()), [p for _, p in params],
+                                        allow_unused=True)
+    finally:
+        backbone.train(was)
+    unused = [n for (n, p), g in zip(params, grads) if g is None]
+    for (n, p), g in zip(params, grads):
+        if g is None:
+            p.requires_grad_(False)
+    return unused
+
+
+def _read_checkpoint(path: PathLike) -> Any:
+    if not os.path.isfile(path):
+        raise InputError(path, "checkpoint file not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise InputError(path, f"unreadable checkpoint ({type(e).__name__}: {e})") from None
