@@ -418,3 +418,82 @@ def test_flow_cache_is_reused_and_single_frame_videos_work(tmp_path: Path):
         with build_tracker(name).prepare(frames[:1]) as tr:
             res = tr.track(np.array([[0, 5.0, 6.0]]))
         assert res.points.shape == (1, 1, 2) and res.visible.all()
+
+
+# --------------------------------------------------------------------------- robustness settings
+
+
+def zooming(T: int = T, scale: float = 1.05) -> List[np.ndarray]:
+    """The texture zooming in about the frame centre by ``scale`` per frame (a smooth, non-rigid-like
+    flow field whose gradient is ``scale − 1`` everywhere: no motion boundary anywhere)."""
+    tex = texture(400, 400, 3)
+
+    def mat(t: int) -> np.ndarray:
+        m = cv2.getRotationMatrix2D((200, 200), 0.0, scale ** t)
+        m[:, 2] += CENTER - 200
+        return m.astype(np.float32)
+
+    return warped(tex, T, H, W, mat)
+
+
+def test_smooth_flow_gradients_are_not_motion_boundaries_by_default():
+    """A 5 %/frame zoom: Sundaram's boundary β = 0.002 (the old default) drops points everywhere near the
+    centre; the default β = 0.05 keeps them (a real boundary, the sliding square, is still found)."""
+    frames = zooming()
+    P = grid(40, W - 40, 30, H - 30, 6.0)  # stays inside the frame for 10 frames of zoom
+    truth = [(P - CENTER) * 1.05 ** t + CENTER for t in range(T)]
+    with FlowTracker().prepare(frames) as tr:
+        res = tr.track(queries(0, P))
+    with FlowTracker(boundary_beta=0.002).prepare(frames) as tr:
+        strict = tr.track(queries(0, P))
+    assert res.visible.mean() > 0.95 and strict.visible.mean() < res.visible.mean()
+    err = np.linalg.norm(res.points - np.array(truth), axis=2)
+    assert np.median(err[res.visible]) < 1.0
+
+
+def test_tracker_level_fb_thresholds_and_occlusion_window():
+    frames = occlusion_frames()
+    cfg = FlowTrackerConfig()
+    assert cfg.fb_alpha is not None and cfg.occlusion_window > 1
+    with FlowTracker(fb_alpha=None, fb_beta=None, occlusion_window=0, boundary_alpha=None).prepare(frames) as tr:
+        flow_cfg = tr.store, tr._masks[3].copy()  # the flow config's own 0.01 / 0.5
+    with FlowTracker(fb_alpha=0.01, fb_beta=0.5, occlusion_window=0, boundary_alpha=None).prepare(frames) as tr:
+        same = tr._masks[3].copy()
+    with FlowTracker(fb_alpha=1e3, fb_beta=1e3, occlusion_window=0, boundary_alpha=None).prepare(frames) as tr:
+        loose = tr._masks[3].copy()
+    with FlowTracker(fb_alpha=0.01, fb_beta=0.5, occlusion_window=5, boundary_alpha=None).prepare(frames) as tr:
+        med = tr._masks[3].copy()
+    np.testing.assert_array_equal(flow_cfg[1], same)
+    assert loose[0].mean() > same[0].mean()  # a huge tolerance accepts (nearly) everything inside the frame
+    np.testing.assert_array_equal(med[0], cv2.medianBlur(same[0], 5))
+    for bad in (dict(occlusion_window=4), dict(occlusion_window=-1), dict(occlusion_window=True),
+                dict(fb_alpha=-1.0), dict(fb_beta=float("nan")), dict(lost_follow_flow="yes")):
+        with pytest.raises(SettingError):
+            FlowTrackerConfig(**bad)
+
+
+def test_lost_follow_flow_moves_points_with_inconsistent_flow_only():
+    from s2d.tracking.video import ReacquireRule, chain
+
+    def step(t, direction, p):
+        """+2 px/frame in x; 1→2 inconsistent with a +5 px flow (a flow error); 2→3 consistent but
+        (0, +10) (an occluder's motion); then +2 again."""
+        d = np.tile([2.0 * direction, 0.0], (len(p), 1))
+        ok = np.ones(len(p), bool)
+        if direction > 0 and t == 1:
+            d[:] = [5.0, 0.0]
+            ok[:] = False
+        if direction > 0 and t == 2:
+            d[:] = [0.0, 10.0]
+        return d, ok
+
+    q = np.array([[0, 10.0, 10.0]])
+    xs = {}
+    for follow in (False, True):
+        pts, vis = chain(step, q, 6, (0, 6), ReacquireRule(1, 2.0, 0.5, follow))
+        assert vis[:, 0].tolist() == [True, True, False, False, True, True]
+        xs[follow] = pts[:, 0]
+    np.testing.assert_allclose(xs[False][2], [14.0, 10.0])  # the velocity
+    np.testing.assert_allclose(xs[True][2], [17.0, 10.0])   # the inconsistent flow itself
+    for follow in (False, True):  # the consistent, disagreeing step is replaced by the velocity in both
+        np.testing.assert_allclose(xs[follow][3] - xs[follow][2], [2.0, 0.0])

@@ -3,8 +3,10 @@
 ``prepare`` streams the video once and computes forward (t→t+1) and backward (t+1→t) DIS flow for
 every neighbouring pair at the flow working size (:attr:`FlowTrackerConfig.flow`, long side 512 by
 default), plus one *reliability* mask per direction: the forward–backward consistency mask of
-:func:`s2d.features.flow.fb_consistency` (Sundaram et al. 2010, the ``fb_alpha``/``fb_beta`` of the flow
-config) minus the motion boundaries (:func:`motion_boundary`, same paper). Flows are kept as float16,
+:func:`s2d.features.flow.fb_consistency` (Sundaram et al. 2010, with the tracker's own, looser
+``fb_alpha``/``fb_beta``) minus the motion boundaries (:func:`motion_boundary`, same paper), then
+median-filtered (``occlusion_window``) so that only *regions* of failures count as occlusion — a point
+is visible unless it is confidently occluded. Flows are kept as float16,
 masks as uint8, in :class:`~s2d.tracking.video.ArrayStore` s — in RAM for short videos (1.5 MB per pair
 at 512×288; the default 256 MiB holds ~180 pairs), memory-mapped from a temporary file beyond that —
 so memory does not grow with the video length. An optional :class:`s2d.features.flow.FlowCache`
@@ -32,7 +34,7 @@ import cv2
 import numpy as np
 
 from s2d.errors import SettingError
-from s2d.features.flow import FlowCache, FlowConfig, FlowPair, compute_flow, prepare_gray
+from s2d.features.flow import FlowCache, FlowConfig, FlowPair, compute_flow, fb_consistency, prepare_gray
 from s2d.tracking.video import (
     ArrayStore,
     ChainTracker,
@@ -56,29 +58,51 @@ class FlowTrackerConfig:
 
     Attributes:
         flow: DIS settings (:class:`s2d.features.flow.FlowConfig`, or a dict of its fields): preset
-            ``medium``, working size long side 512, forward–backward thresholds ``fb_alpha=0.01``,
-            ``fb_beta=0.5`` px².
+            ``medium``, working size long side 512. Its ``fb_alpha``/``fb_beta`` (stage 1's motion masks)
+            are used by the tracker only when the tracker's own ``fb_alpha``/``fb_beta`` are ``None``,
+            so the tracker can share stage 1's :class:`~s2d.features.flow.FlowCache`.
+        fb_alpha, fb_beta: forward–backward test of the tracker, ``|f + b̂|² < fb_alpha·(|f|² + |b̂|²) +
+            fb_beta`` (working-size px²; default 0.1 and 0.5). Sundaram's 0.01 was made for accurate
+            variational flow; DIS's relative error on fast, deforming objects is far larger, and 0.01
+            dropped most points of fast objects (bmx-bumps, dog-agility) after a few frames. A true
+            occlusion (the target lands on another surface) gives ``|f + b̂| ≈ |b̂|``, far above the bound
+            for any ``fb_alpha < 0.5``. ``None`` = the flow config's values.
+        occlusion_window: odd window (px at the working size) of the median filter applied to the
+            reliability mask (default 5; 0 or 1 = off): isolated failing pixels (DIS noise) are not
+            occlusions, isolated passing pixels inside an occluded region are not trusted.
         boundary_alpha, boundary_beta: motion-boundary test of Sundaram et al. (2010): a pixel whose flow
             gradient satisfies ``|∇u|² + |∇v|² > boundary_alpha·|w|² + boundary_beta`` is unreliable
             (DIS blurs flow across object edges, and a point there would be dragged onto the occluder
-            while still passing the forward–backward check). ``boundary_alpha=None`` turns it off.
+            while still passing the forward–backward check). Default 0.01 and 0.05: the paper's
+            ``beta = 0.002`` flags any flow gradient above 0.03 px/px — every articulated limb, zoom
+            or perspective change in real video (it cost ~0.12 of the object points' visibility on
+            DAVIS-2016) — while DIS's blur across a true boundary of a few px/frame is ~0.5 px/px.
+            ``boundary_alpha=None`` turns it off (better on DAVIS-2016, which has few occlusions, but
+            then points slide onto occluders: see tests/test_tracking.py).
         reacquire_frames: K — a lost point is visible again after K consecutive consistent steps
             that agree with its velocity (default 1).
         reacquire_tol_px, reacquire_tol_rel: "agree" means ``|d − v| ≤ tol_px + tol_rel·|v|`` for the
-            step's displacement d and the remembered velocity v (working-size px; default 2.0, 0.5 —
-            chosen on 8 DAVIS sequences by the identity coherence of keymask discovery: tighter
-            values split objects into more identities, no check at all (∞) split them most).
+            step's displacement d and the remembered velocity v (working-size px; default 3.0, 1.0: a
+            deforming object's points change speed by up to ~100 % between frames; an occluder moving
+            differently from the occluded point still disagrees). See benchmarks/results/tracking.md.
+        lost_follow_flow: a lost point whose step is inconsistent moves with that step's flow instead
+            of its velocity (default False: on DAVIS-2016 it is slightly worse, pos-in −0.006, and
+            it drags occluded points along with the occluder).
         ram_limit_mb: flow pairs stay in RAM up to this many MiB, then go to a memory-mapped temporary
             file (default 256; 0 = always on disk).
         cache_dir: where that temporary file's folder is created (default: the system temp dir).
     """
 
     flow: FlowConfig = field(default_factory=FlowConfig)
+    fb_alpha: Optional[float] = 0.1
+    fb_beta: Optional[float] = 0.5
+    occlusion_window: int = 5
     boundary_alpha: Optional[float] = 0.01
-    boundary_beta: float = 0.002
+    boundary_beta: float = 0.05
     reacquire_frames: int = 1
-    reacquire_tol_px: float = 2.0
-    reacquire_tol_rel: float = 0.5
+    reacquire_tol_px: float = 3.0
+    reacquire_tol_rel: float = 1.0
+    lost_follow_flow: bool = False
     ram_limit_mb: float = 256.0
     cache_dir: Optional[str] = None
 
@@ -90,12 +114,17 @@ class FlowTrackerConfig:
                 raise SettingError(f"bad flow settings: {e}") from None
         if not isinstance(self.flow, FlowConfig):
             raise SettingError(f"flow must be a FlowConfig, got {type(self.flow).__name__}")
-        for key in ("boundary_alpha", "boundary_beta"):
+        for key in ("fb_alpha", "fb_beta", "boundary_alpha", "boundary_beta"):
             v = getattr(self, key)
-            if v is None and key == "boundary_alpha":
+            if v is None and key != "boundary_beta":
                 continue
             if not is_number(v) or v < 0:
                 raise SettingError(f"FlowTrackerConfig.{key} must be a finite number >= 0, got {v!r}")
+        if not isinstance(self.lost_follow_flow, (bool, np.bool_)):
+            raise SettingError(f"FlowTrackerConfig.lost_follow_flow must be a bool, got {self.lost_follow_flow!r}")
+        ow = self.occlusion_window
+        if isinstance(ow, bool) or not isinstance(ow, (int, np.integer)) or ow < 0 or (ow > 1 and ow % 2 == 0):
+            raise SettingError(f"FlowTrackerConfig.occlusion_window must be 0, 1 or an odd integer >= 3, got {ow!r}")
         check_common("FlowTrackerConfig", self.reacquire_frames, self.reacquire_tol_px, self.reacquire_tol_rel,
                      self.ram_limit_mb)
 
@@ -126,9 +155,11 @@ class FlowTracker(ChainTracker):
         if not isinstance(config, FlowTrackerConfig):
             raise SettingError(f"config must be a FlowTrackerConfig, got {type(config).__name__}")
         self.config = config
-        self._rule = ReacquireRule(config.reacquire_frames, config.reacquire_tol_px, config.reacquire_tol_rel)
+        self._rule = ReacquireRule(config.reacquire_frames, config.reacquire_tol_px, config.reacquire_tol_rel,
+                                   bool(config.lost_follow_flow))
         fc = config.flow
-        self._alpha, self._beta = float(fc.fb_alpha), float(fc.fb_beta)
+        self._alpha = float(fc.fb_alpha if config.fb_alpha is None else config.fb_alpha)
+        self._beta = float(fc.fb_beta if config.fb_beta is None else config.fb_beta)
 
     def prepare(self, source: FrameSource, *, flow_cache: Optional[FlowCache] = None) -> "FlowTracker":
         """Compute and store the flow of every neighbouring frame pair of ``source``.
@@ -179,8 +210,8 @@ class FlowTracker(ChainTracker):
                         masks = ArrayStore((2,) + pair.fwd.shape[:2], np.uint8,
                                            ram_limit_mb=self.config.ram_limit_mb / 5, cache_dir=self.config.cache_dir)
                     flows.append(np.stack([pair.fwd, pair.bwd]))
-                    masks.append(np.stack([self._reliable(pair.fwd, pair.fwd_valid),
-                                           self._reliable(pair.bwd, pair.bwd_valid)]))
+                    masks.append(np.stack([self._reliable(pair.fwd, pair.bwd, pair.fwd_valid),
+                                           self._reliable(pair.bwd, pair.fwd, pair.bwd_valid)]))
                 if gray is None:
                     gray = prepare_gray(frame.rgb, cfg)
                 prev = (frame.index, gray)
@@ -202,12 +233,21 @@ class FlowTracker(ChainTracker):
         self._video = PreparedVideo(n, (int(size[0]), int(size[1])), wsize)
         return self
 
-    def _reliable(self, flow: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        """uint8 mask: forward–backward consistent and (unless disabled) not on a motion boundary."""
-        ok = np.asarray(valid, dtype=bool)
+    def _reliable(self, flow: np.ndarray, other: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """uint8 mask: forward–backward consistent and (unless disabled) not on a motion boundary, then
+        (``occlusion_window`` > 1) median-filtered so that only regions of failures count."""
+        fc = self.config.flow
+        if (self._alpha, self._beta) == (float(fc.fb_alpha), float(fc.fb_beta)):
+            ok = np.asarray(valid, dtype=bool)
+        else:
+            ok = fb_consistency(flow, other, self._alpha, self._beta)
         if self.config.boundary_alpha is not None:
             ok = ok & ~motion_boundary(flow, self.config.boundary_alpha, self.config.boundary_beta)
-        return ok.astype(np.uint8)
+        m = ok.astype(np.uint8)
+        k = int(self.config.occlusion_window)
+        if k > 1:
+            m = cv2.medianBlur(m, k) if k <= 5 else (cv2.blur(m.astype(np.float32), (k, k)) > 0.5).astype(np.uint8)
+        return m
 
     def _step(self, t: int, direction: int, p: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         k = 0 if direction > 0 else 1

@@ -304,9 +304,16 @@ _V_SMOOTH = 0.5  # weight of the previous velocity in the running average
 
 @dataclass(frozen=True)
 class ReacquireRule:
+    """Re-acquisition (``frames`` = K, ``tol_px``, ``tol_rel``) and how lost points move: with
+    ``follow_flow`` a lost point whose step is *inconsistent* (a flow error rather than a trackable
+    occluder) moves with the step's own displacement — DIS's best guess — instead of its velocity;
+    a consistent step that disagrees with the velocity (likely an occluder's motion) is still replaced
+    by the velocity."""
+
     frames: int
     tol_px: float
     tol_rel: float
+    follow_flow: bool = False
 
 
 def _run_pass(step: StepFn, qt: np.ndarray, qxy: np.ndarray, frames: range, direction: int,
@@ -341,7 +348,8 @@ def _run_pass(step: StepFn, qt: np.ndarray, qxy: np.ndarray, frames: range, dire
             continue
         d, ok = step(t, direction, p)
         d = np.asarray(d, dtype=np.float64)
-        ok = np.asarray(ok, dtype=bool) & np.isfinite(d).all(axis=1)
+        finite = np.isfinite(d).all(axis=1)
+        ok = np.asarray(ok, dtype=bool) & finite
         no_v = np.isnan(v[:, 0])
         # prediction for untrusted steps: the point's velocity; a point without one (lost
         # on its first step) gets the median displacement of this step's consistent visible points
@@ -353,6 +361,8 @@ def _run_pass(step: StepFn, qt: np.ndarray, qxy: np.ndarray, frames: range, dire
             fallback = np.where(no_v[:, None], glob[None, :], v)
         else:
             fallback = v
+        if rule.follow_flow:
+            fallback = np.where((~ok & finite)[:, None], d, fallback)
         diff = np.hypot(d[:, 0] - fallback[:, 0], d[:, 1] - fallback[:, 1])
         speed = np.hypot(fallback[:, 0], fallback[:, 1])
         agrees = ok & ~no_v & (diff <= rule.tol_px + rule.tol_rel * speed)
