@@ -114,6 +114,103 @@ def _add_export(sub: "argparse._SubParsersAction") -> None:
     p.set_defaults(func=_cmd_export)
 
 
+def _add_masks(sub: "argparse._SubParsersAction") -> None:
+    p = sub.add_parser(
+        "masks",
+        help="stage 1: single-frame unsupervised instance masks (normalized cuts on motion + features)",
+        description="Stage 1 of S2D: up to K unsupervised instance masks per frame, no labels.\n"
+                    "Motion-led on CPU: camera-compensated optical flow (DIS) gives a motion affinity and a\n"
+                    "motion-saliency mask; backbone features (lite0 by default; DINO with --backbone\n"
+                    "dino_vits16:PATH) and optional depth maps refine the graph; iterative normalized cuts\n"
+                    "propose masks, a dense CRF snaps them to image edges, and each gets a score in [0, 1].\n\n"
+                    "Output: a YouTube-VIS results JSON with one record per single-frame mask (its RLE on its\n"
+                    "frame, null on all others, its score, category_id 1, and 'frame' = the frame index),\n"
+                    "masks at the input's original resolution. `s2d discover --masks FILE` reads it.",
+        epilog="examples:\n"
+               "  s2d masks bikes.mp4 -o bikes_masks.json\n"
+               "  s2d masks frames/ -o masks.json --max-masks 5 --overlay masks.mp4\n"
+               "  s2d masks bikes.mp4 -o m.json --backbone dino_vits16:dino_deitsmall16_pretrain.pth --device cuda\n"
+               "  s2d masks bikes.mp4 -o m.json --depth depth_maps/ --set refine=none --set max_tokens=768",
+        formatter_class=_FORMATTER,
+    )
+    p.add_argument("input", metavar="INPUT", help="a video file (mp4/avi/mov/mkv/webm), a frame folder or a glob")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.json", help="results JSON to write (atomically)")
+    p.add_argument("--backbone", default="lite0", metavar="NAME[:PATH]",
+                   help="feature backbone: lite0 (default, ImageNet EfficientNet-Lite0), dino_vits16, dino_vits8, "
+                        "dino_vitb8, dinov2_vits14, resnet50 (with :PATH to the official checkpoint), random; "
+                        "'none' for motion only")
+    p.add_argument("--motion", action=argparse.BooleanOptionalAction, default=True,
+                   help="use optical-flow motion cues (default: on; --no-motion for appearance only)")
+    p.add_argument("--max-masks", type=int, default=None, metavar="K",
+                   help="normalized cuts per frame (default 3; the motion-saliency mask may add one)")
+    p.add_argument("--max-side", type=int, default=None, metavar="PX",
+                   help="process frames resized to this long side (default: as stored; internal steps "
+                        "work at <= 512 px anyway); masks are written at the original size")
+    p.add_argument("--device", default="cpu", metavar="cpu|cuda", help="torch device of the backbone (default cpu)")
+    p.add_argument("--depth", metavar="DIR",
+                   help="folder of per-frame depth maps (<frame name>.npy or 16/8-bit .png; larger = farther) "
+                        "for the 3-D cue")
+    p.add_argument("--config", metavar="YAML", help="YAML file of mask settings (a mapping, or its 'masks:' section)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one mask setting (repeatable), e.g. --set refine=none; "
+                        "see s2d.frames.MaskConfig for the keys")
+    p.add_argument("--overlay", metavar="OUT.mp4", help="also draw the masks over the (processed) frames into an mp4")
+    p.set_defaults(func=_cmd_masks)
+
+
+def _add_discover(sub: "argparse._SubParsersAction") -> None:
+    p = sub.add_parser(
+        "discover",
+        help="stage 2: keymask discovery with a point tracker -> sparse pseudo-labels for training",
+        description="Stage 2 of S2D: turn noisy single-frame masks into temporally coherent keymasks with\n"
+                    "object identities. For every video: stage-1 masks (computed here, or read with --masks),\n"
+                    "a point grid inside every mask tracked through the whole video, visibility grouping\n"
+                    "(DBSCAN), propagate-and-match, and DBSCAN over the match matrix -> objects whose member\n"
+                    "masks are the keymasks.\n\n"
+                    "Output folder: videos/<name>.<hash>.json per video (written atomically), settings.json,\n"
+                    "failed.jsonl (videos that failed; the others go on), and pseudo_labels.json: the merged\n"
+                    "YouTube-VIS dataset (one category 'object'; masks on keymask frames, null elsewhere;\n"
+                    "videos named by their path relative to the inputs' root) that `s2d train` reads.",
+        epilog="inputs: video files and frame folders, or ONE dataset root with --layout:\n"
+               "  ytvis    ROOT/JPEGImages/<video>/*.jpg\n"
+               "  davis    ROOT/JPEGImages/480p/<seq>/*.jpg\n"
+               "  folders  ROOT/<video>/ frame folders and/or ROOT/<video>.mp4 files\n\n"
+               "examples:\n"
+               "  s2d discover bikes.mp4 -o runs/discover\n"
+               "  s2d discover ../shared/data/davis2016 --layout davis -o runs/davis --workers 2\n"
+               "  s2d discover ../shared/data/davis2016 --layout davis -o runs/davis --workers 2 --resume\n"
+               "  s2d discover DATA --layout folders -o runs/big --ray auto",
+        formatter_class=_FORMATTER,
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="video files / frame folders, or a dataset root with --layout")
+    p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
+    p.add_argument("--layout", choices=["ytvis", "davis", "folders"],
+                   help="the single INPUT is a dataset root in this layout (never guessed from its name)")
+    p.add_argument("--root", metavar="DIR",
+                   help="root the video names are relative to (default: the dataset root, or the inputs' "
+                        "common parent folder); `s2d train --videos` takes the same folder")
+    p.add_argument("--masks", metavar="PATH",
+                   help="read stage-1 masks (`s2d masks` output) instead of computing them: a JSON for one "
+                        "video, or a folder of <video name>.json files")
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="videos processed in parallel (default 1)")
+    p.add_argument("--ray", metavar="auto|ADDRESS",
+                   help="run the videos as Ray tasks: 'auto' (running cluster or a local one) or a cluster "
+                        "address; needs pip install 's2d[ray]'")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a run in OUTDIR: finished videos are skipped, failed ones retried "
+                        "(the settings must be the same)")
+    p.add_argument("--tracker", default="flow", choices=["flow", "lk"],
+                   help="point tracker: flow (chained DIS flow, default) or lk (Lucas-Kanade; slower)")
+    p.add_argument("--backbone", default="lite0", metavar="NAME[:PATH]", help="stage-1 feature backbone (see s2d masks)")
+    p.add_argument("--max-side", type=int, default=None, metavar="PX", help="stage 1 works at this long side")
+    p.add_argument("--device", default="cpu", metavar="cpu|cuda", help="torch device of the stage-1 backbone")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a keymask setting (repeatable), e.g. --set visibility_threshold=0.3; "
+                        "stage-1 settings as masks.KEY=VALUE, tracker settings as tracker.KEY=VALUE")
+    p.add_argument("--cache-dir", metavar="DIR", help="where trackers spill flow fields of long videos (default: temp)")
+    p.set_defaults(func=_cmd_discover)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="s2d",
@@ -124,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"s2d {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_masks(sub)
+    _add_discover(sub)
     _add_eval(sub)
     _add_export(sub)
     return parser
@@ -135,6 +234,112 @@ def _write_json(path: str, obj: object) -> None:
 
     atomic_write_text(path, json.dumps(obj, indent=2))
     print(f"wrote {path}", file=sys.stderr)
+
+
+def _mask_config(args: argparse.Namespace):
+    from s2d.frames import MaskConfig
+
+    cfg = MaskConfig()
+    if args.config:
+        import yaml
+
+        path = Path(args.config)
+        if not path.is_file():
+            raise InputError(path, "no such file")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise InputError(path, f"cannot read YAML: {exc}") from None
+        if isinstance(data, dict) and isinstance(data.get("masks"), dict):
+            data = data["masks"]
+        if not isinstance(data, dict):
+            raise InputError(path, "expected a mapping of mask settings")
+        cfg = MaskConfig.from_dict({**cfg.to_dict(), **data})
+    changes = {}
+    if args.max_masks is not None:
+        changes["max_masks"] = args.max_masks
+    if not args.motion:
+        changes["motion"] = False
+    if args.backbone.lower() == "none":
+        changes["use_features"] = False
+    if changes:
+        cfg = MaskConfig.from_dict({**cfg.to_dict(), **changes})
+    return cfg.with_overrides(args.overrides)
+
+
+def _cmd_masks(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from s2d import rle as rle_utils
+    from s2d.frames import FrameSegmenter, segment_video
+    from s2d.io.atomic import atomic_open
+    from s2d.io.video import open_video
+
+    cfg = _mask_config(args)
+    src = Path(args.input)
+    if not src.exists() and not any(ch in args.input for ch in "*?["):
+        raise InputError(src, "no such file or directory")
+    if args.depth and not Path(args.depth).is_dir():
+        raise InputError(args.depth, "depth folder not found")
+    import torch
+
+    try:
+        device = torch.device(args.device)
+    except (RuntimeError, ValueError):
+        raise InputError(None, f"--device: not a torch device: {args.device!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(None, "--device cuda: no CUDA device is available")
+    backbone = None if (not cfg.use_features or args.backbone.lower() == "none") else args.backbone
+    segmenter = FrameSegmenter(cfg, backbone=backbone, device=device)
+
+    records = []  # (frame position, rle, score): RLEs only, so memory stays small on long videos
+    names: List[str] = []
+    overlay = None
+    with open_video(args.input, max_side=args.max_side) as stream:
+        info = stream.info
+        H, W = info.orig_height, info.orig_width
+        if args.overlay:
+            from s2d.io.overlay import OverlayWriter
+
+            overlay = OverlayWriter(args.overlay, info.fps or 25.0, info.width, info.height)
+        try:
+            bar = tqdm(segment_video(args.input, segmenter, depth_dir=args.depth, stream=stream,
+                                     out_size=(H, W), keep_rgb=overlay is not None),
+                       total=info.num_frames, desc="masks", unit="frame", disable=not sys.stderr.isatty())
+            for pos, fm in enumerate(bar):
+                names.append(fm.name)
+                for m, sc in zip(fm.masks, fm.scores):
+                    records.append((pos, rle_utils.encode(m), float(sc)))
+                if overlay is not None:
+                    fr = fm.to_frame_result()
+                    if (fm.rgb.shape[0], fm.rgb.shape[1]) != (H, W) and len(fr):
+                        from s2d.frames.refine import resize_mask
+                        from s2d.types import FrameResult
+
+                        fr = FrameResult(fr.index, [resize_mask(m, fm.rgb.shape[:2]) for m in fr.masks], fr.ids,
+                                         fr.scores)
+                    overlay.write(fm.rgb, fr)
+        except BaseException:
+            if overlay is not None:
+                overlay.abort()
+            raise
+        if overlay is not None:
+            overlay.close()
+    T = len(names)
+    if T == 0:
+        raise InputError(args.input, "no frames")
+    with atomic_open(args.output, "w") as fh:  # written record by record: no O(T^2) string in memory
+        fh.write("[")
+        for i, (pos, rle, score) in enumerate(records):
+            segs = ["null"] * T
+            segs[pos] = json.dumps({"size": rle["size"], "counts": rle["counts"]})
+            fh.write(("," if i else "") + '\n{"video_id":1,"category_id":1,"score":%s,"frame":%d,"track_id":%d,'
+                     '"segmentations":[%s]}' % (json.dumps(round(score, 6)), pos, i + 1, ",".join(segs)))
+        fh.write("\n]\n")
+    print(f"wrote {args.output} ({len(records)} masks on {T} frames of {W}x{H})", file=sys.stderr)
+    if overlay is not None:
+        print(f"wrote {args.overlay}", file=sys.stderr)
+    return 0
 
 
 def _cmd_eval_ytvis(args: argparse.Namespace) -> int:
@@ -280,6 +485,40 @@ def _export_overlay(videos: list, args: argparse.Namespace, out: Path) -> None:
                               disable=not sys.stderr.isatty()):
                 writer.write(frame.rgb, v.frame(frame.index))
     print(f"wrote {out}", file=sys.stderr)
+
+
+def _parse_value(text: str):
+    """A --set value: JSON when it parses (numbers, true/false, null, lists), else the string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _cmd_discover(args: argparse.Namespace) -> int:
+    from s2d.errors import SettingError
+    from s2d.keymasks.run import DiscoverSettings, collect_inputs, run_discovery
+
+    settings = DiscoverSettings(tracker=args.tracker, backbone=args.backbone, device=args.device,
+                                max_side=args.max_side, masks_from=args.masks, cache_dir=args.cache_dir)
+    for item in args.overrides:
+        if "=" not in item:
+            raise SettingError(f"--set expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        section, _, name = key.rpartition(".")
+        target = {"": settings.keymasks, "masks": settings.masks, "tracker": settings.tracker_settings}.get(section)
+        if target is None:
+            raise SettingError(f"--set {key}: unknown section {section!r} (use masks.KEY, tracker.KEY or KEY)")
+        target[name] = _parse_value(value)
+    if args.masks and not Path(args.masks).exists():
+        raise InputError(args.masks, "no such file or directory")
+    root, videos = collect_inputs(args.inputs, layout=args.layout, root=args.root)
+    print(f"discover: {len(videos)} video(s) under {root}", file=sys.stderr)
+    report = run_discovery(videos, args.output, settings, root=root, workers=args.workers,
+                           ray_address=args.ray, resume=args.resume, progress=sys.stderr.isatty())
+    print(f"discover: {len(report.done)} done, {len(report.skipped)} skipped, {len(report.failed)} failed; "
+          f"wrote {report.merged}", file=sys.stderr)
+    return 1 if report.failed else 0
 
 
 # --------------------------------------------------------------------------- entry point
