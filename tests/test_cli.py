@@ -257,7 +257,7 @@ def test_readme_commands_parse_with_the_cli():
         parser.parse_args(argv)  # raises SystemExit on drift
 
 
-@pytest.mark.parametrize("argv", [[], ["masks"], ["discover"], ["eval"], ["eval", "ytvis"], ["eval", "davis"],
+@pytest.mark.parametrize("argv", [[], ["masks"], ["discover"], ["train"], ["eval"], ["eval", "ytvis"], ["eval", "davis"],
                                   ["export"]])
 def test_readme_shows_the_current_help(argv, monkeypatch, capsys):
     """The README's command reference is the real `--help` output (generated with COLUMNS=100)."""

@@ -211,6 +211,42 @@ def _add_discover(sub: "argparse._SubParsersAction") -> None:
     p.set_defaults(func=_cmd_discover)
 
 
+def _add_train(sub: "argparse._SubParsersAction") -> None:
+    p = sub.add_parser(
+        "train",
+        help="stage 3: sparse-to-dense distillation of a class-agnostic video Mask2Former",
+        description="Stage 3 of S2D: train a class-agnostic video Mask2Former on the sparse keymask\n"
+                    "pseudo-labels of `s2d discover` (stage 'distill': student with Temporal DropLoss on the\n"
+                    "keymasks plus an EMA teacher's confident predictions as a second target set), then\n"
+                    "predict the training videos densely (score >= threshold, CRF-refined, keymasks kept)\n"
+                    "and train the final model on that dense labelset (stage 'self-distill').\n\n"
+                    "Run folder: metrics.jsonl, train_config.json, <stage>/last.pt (resumable, written\n"
+                    "atomically), <stage>/model.pt (the trained model), dense_labels.json.\n"
+                    "A NaN/Inf loss stops with a message and keeps the last good checkpoint.",
+        epilog="examples:\n"
+               "  s2d train --data runs/discover/pseudo_labels.json --videos ../shared/data -o runs/train\n"
+               "  s2d train --data pl.json --videos ROOT -o runs/train --resume\n"
+               "  s2d train --data pl.json --videos ROOT -o runs/t --config paper --set solver.max_iter=2000\n"
+               "  s2d train --data pl.json --videos ROOT -o runs/t --stages distill\n"
+               "  torchrun --nproc-per-node 2 -m s2d train --data pl.json --videos ROOT -o runs/ddp",
+        formatter_class=_FORMATTER,
+    )
+    p.add_argument("--data", required=True, metavar="PSEUDO.json", help="pseudo-labels (pseudo_labels.json of s2d discover)")
+    p.add_argument("--videos", required=True, metavar="ROOT",
+                   help="root the pseudo-labels' video names are relative to (the root s2d discover used)")
+    p.add_argument("-o", "--output", required=True, metavar="RUN_DIR", help="run folder")
+    p.add_argument("--config", default="cpu", metavar="cpu|paper|tiny|FILE",
+                   help="training preset or a YAML file (default cpu)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting (repeatable), e.g. solver.lr=1e-4, data.size=[256,448], "
+                        "model.num_queries=20")
+    p.add_argument("--stages", nargs="+", choices=["distill", "self-distill"], metavar="STAGE",
+                   help="run only these stages: distill, self-distill (default: both)")
+    p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its last checkpoints")
+    p.add_argument("--device", metavar="cpu|cuda", help="torch device (default: cuda if available, else cpu)")
+    p.set_defaults(func=_cmd_train)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="s2d",
@@ -223,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_masks(sub)
     _add_discover(sub)
+    _add_train(sub)
     _add_eval(sub)
     _add_export(sub)
     return parser
@@ -519,6 +556,21 @@ def _cmd_discover(args: argparse.Namespace) -> int:
     print(f"discover: {len(report.done)} done, {len(report.skipped)} skipped, {len(report.failed)} failed; "
           f"wrote {report.merged}", file=sys.stderr)
     return 1 if report.failed else 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from s2d.train import train
+
+    for path, what in ((args.data, "pseudo-labels"), (args.videos, "videos root")):
+        if not Path(path).exists():
+            raise InputError(path, f"no such file or directory ({what})")
+    results = train(args.config, args.data, args.videos, args.output, resume=args.resume,
+                    overrides=args.overrides, stages=args.stages, device=args.device,
+                    progress=sys.stderr.isatty())
+    for stage, res in results.items():
+        where = getattr(res, "model_path", None) or getattr(res, "checkpoint", None)
+        print(f"train: {stage}: step {getattr(res, 'step', '?')} -> {where}", file=sys.stderr)
+    return 0
 
 
 # --------------------------------------------------------------------------- entry point

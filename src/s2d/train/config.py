@@ -1,0 +1,312 @@
+"""Typed configuration of stage-3 training (:class:`TrainConfig`): solver, clip data, distillation, dense labels.
+
+Presets (:func:`train_preset`):
+
+* ``tiny``  — tests: the ``tiny`` model, 2 clips of 3 frames at 64×64, a few steps.
+* ``cpu``   — default: the ``cpu`` model, AdamW 1e-4, 2 clips of 3 frames at 256×448, 600 + 300 iterations.
+* ``paper`` — the S2D ytvis configs (PAPER.md §3–4): ``paper`` model, AdamW lr 1e-6, wd 0.05, backbone ×0.1,
+  4 clips, 32k iterations, lr ×0.1 at 20200, warm-up 10, full-model L2 grad clip 0.01, EMA 0.999,
+  teacher score ≥ 0.75, short side ∈ {360, 480} by clip, flip by clip, brightness/contrast.
+
+``TrainConfig.from_dict`` / ``to_dict`` round-trip (checkpoints store the dict); :func:`load_train_config`
+reads a preset name or a YAML file and applies ``key=value`` overrides (``solver.lr=3e-5``,
+``data.batch_size=4``, ``model.num_queries=20`` — ``model.*`` go to the model config).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+
+from s2d.errors import InputError, SettingError
+from s2d.model.config import ModelConfig, apply_overrides, model_preset
+
+__all__ = ["SolverConfig", "DataConfig", "DistillConfig", "DenseConfig", "TrainConfig", "TRAIN_PRESETS",
+           "STAGES", "train_preset", "load_train_config", "apply_train_overrides"]
+
+STAGES = ("distill", "self-distill")
+
+
+@dataclass
+class SolverConfig:
+    """AdamW + warm-up + step decay (detectron2 ``WarmupMultiStepLR``), full-model L2 gradient clipping.
+
+    ``max_iter`` is the distillation stage's length; ``self_distill_iter`` the self-distillation round's
+    (``None``: same as ``max_iter``). ``steps`` are fractions of the stage length when all ≤ 1, else iterations.
+    """
+
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    weight_decay_norm: float = 0.0
+    backbone_multiplier: float = 0.1
+    betas: Tuple[float, float] = (0.9, 0.999)
+    max_iter: int = 600
+    self_distill_iter: Optional[int] = 300
+    steps: Tuple[float, ...] = (0.63,)
+    gamma: float = 0.1
+    warmup_iters: int = 10
+    warmup_factor: float = 1.0
+    grad_clip: Optional[float] = 0.01
+
+
+@dataclass
+class DataConfig:
+    """Clip sampling and per-clip augmentation (identical on all frames of a clip).
+
+    Attributes:
+        clip_len: frames per clip (T).
+        frame_range: fallback rule: a labelled frame plus random frames within ± this many frames.
+        batch_size: clips per step (per process under DDP).
+        size: output ``(H, W)`` of every clip (divisible by 4).
+        min_scale, max_scale: random zoom relative to the scale that covers ``size``; > 1 crops tighter.
+        flip: horizontal flip with probability 0.5 (by clip).
+        brightness, contrast: factors drawn in ``[1 - x, 1 + x]`` (by clip); 0 disables.
+    """
+
+    clip_len: int = 3
+    frame_range: int = 20
+    batch_size: int = 2
+    size: Tuple[int, int] = (256, 448)
+    min_scale: float = 1.0
+    max_scale: float = 1.5
+    flip: bool = True
+    brightness: float = 0.2
+    contrast: float = 0.2
+
+
+@dataclass
+class DistillConfig:
+    """EMA teacher and its distillation targets (PAPER.md §3)."""
+
+    enabled: bool = True
+    ema_momentum: float = 0.999
+    score_threshold: float = 0.75
+    mask_threshold: float = 0.0
+    weight: float = 1.0
+    class_weight: float = 0.0  # objectness loss on teacher targets (reference KD_CLASS_WEIGHT 0): with it on,
+    # an early teacher with no confident query would push every student query to "no object"
+
+
+@dataclass
+class DenseConfig:
+    """Dense labelset from the distilled teacher (sliding windows linked by mask IoU)."""
+
+    window: int = 3
+    overlap: int = 1
+    score_threshold: float = 0.75
+    link_iou: float = 0.5
+    max_side: Optional[int] = 448
+    keep_keymasks: bool = True
+    keymask_iou: float = 0.3
+    refine: str = "crf"  # "none" | "crf" (at the working size; FINDINGS §1: dense labels must be sharp)
+    min_area: int = 16
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``train()`` needs besides the data paths."""
+
+    model: str = "cpu"
+    model_overrides: List[str] = field(default_factory=list)
+    init: Optional[str] = None
+    stages: Tuple[str, ...] = ("distill", "self-distill")
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 100
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    dense: DenseConfig = field(default_factory=DenseConfig)
+
+    def model_config(self) -> ModelConfig:
+        return apply_overrides(model_preset(self.model), self.model_overrides)
+
+    def validate(self) -> "TrainConfig":
+        for s in self.stages:
+            if s not in STAGES:
+                raise SettingError(f"unknown stage {s!r}; choose from {', '.join(STAGES)}")
+        h, w = self.data.size
+        if h % 4 or w % 4 or h < 8 or w < 8:
+            raise SettingError(f"data.size must be ≥ 8 and divisible by 4, got {self.data.size}")
+        if self.data.clip_len < 1 or self.data.batch_size < 1:
+            raise SettingError("data.clip_len and data.batch_size must be ≥ 1")
+        if not 0 < self.data.min_scale <= self.data.max_scale:
+            raise SettingError("need 0 < data.min_scale ≤ data.max_scale")
+        if not 0 <= self.distill.ema_momentum <= 1:
+            raise SettingError(f"distill.ema_momentum must be in [0, 1], got {self.distill.ema_momentum}")
+        if self.solver.lr <= 0 or self.solver.max_iter < 1:
+            raise SettingError("solver.lr must be > 0 and solver.max_iter ≥ 1")
+        if self.log_every < 1 or self.checkpoint_every < 1:
+            raise SettingError("log_every and checkpoint_every must be ≥ 1")
+        if self.dense.refine not in ("none", "crf"):
+            raise SettingError(f"dense.refine must be 'none' or 'crf', got {self.dense.refine!r}")
+        if self.dense.window < 1 or not 0 <= self.dense.overlap < self.dense.window:
+            raise SettingError("need dense.window ≥ 1 and 0 ≤ dense.overlap < dense.window")
+        self.model_config()  # raises SettingError on bad model name/overrides
+        return self
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return _lists(d)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+        d = dict(d)
+        _check_keys(cls, d, "")
+        subs = {"solver": SolverConfig, "data": DataConfig, "distill": DistillConfig, "dense": DenseConfig}
+        kw: Dict[str, Any] = {}
+        for k, v in d.items():
+            if k in subs and isinstance(v, Mapping):
+                _check_keys(subs[k], v, k + ".")
+                kw[k] = subs[k](**{kk: _tuple_if(subs[k], kk, vv) for kk, vv in v.items()})
+            else:
+                kw[k] = _tuple_if(cls, k, v)
+        return cls(**kw).validate()
+
+
+def _lists(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _lists(v) for k, v in d.items()}
+    if isinstance(d, (list, tuple)):
+        return [_lists(v) for v in d]
+    return d
+
+
+def _tuple_if(cls: type, name: str, value: Any) -> Any:
+    f = {f.name: f for f in dataclasses.fields(cls)}[name]
+    if isinstance(value, list) and "Tuple" in str(f.type):
+        return tuple(value)
+    if name == "model_overrides" and value is not None:
+        return list(value)
+    return value
+
+
+def _check_keys(cls: type, d: Mapping[str, Any], prefix: str) -> None:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise SettingError(f"unknown train config keys: {', '.join(prefix + k for k in unknown)}")
+
+
+def _tiny() -> TrainConfig:
+    return TrainConfig(
+        model="tiny", seed=0, log_every=1, checkpoint_every=2,
+        solver=SolverConfig(lr=1e-3, max_iter=6, self_distill_iter=4, steps=(0.8,), warmup_iters=0, grad_clip=1.0),
+        data=DataConfig(batch_size=2, size=(64, 64), min_scale=1.0, max_scale=1.2),
+        distill=DistillConfig(ema_momentum=0.9),
+        dense=DenseConfig(max_side=64, refine="none"),
+    )
+
+
+def _cpu() -> TrainConfig:
+    return TrainConfig(model="cpu")
+
+
+def _paper() -> TrainConfig:
+    return TrainConfig(
+        model="paper", log_every=20, checkpoint_every=1000,
+        solver=SolverConfig(lr=1e-6, weight_decay=0.05, backbone_multiplier=0.1, max_iter=32000,
+                            self_distill_iter=32000, steps=(20200,), gamma=0.1, warmup_iters=10,
+                            warmup_factor=1.0, grad_clip=0.01),
+        # MIN_SIZE_TRAIN (360, 480) choice by clip; crop (600, 720) absolute — fixed-size batches here.
+        data=DataConfig(clip_len=3, frame_range=20, batch_size=4, size=(480, 720), min_scale=0.75, max_scale=1.0,
+                        flip=True, brightness=0.2, contrast=0.2),
+        distill=DistillConfig(ema_momentum=0.999, score_threshold=0.75, mask_threshold=0.0, weight=1.0),
+        dense=DenseConfig(score_threshold=0.75, max_side=None, refine="crf"),
+    )
+
+
+TRAIN_PRESETS = {"tiny": _tiny, "cpu": _cpu, "paper": _paper}
+
+
+def train_preset(name: str) -> TrainConfig:
+    try:
+        return TRAIN_PRESETS[name]().validate()
+    except KeyError:
+        raise SettingError(f"unknown train preset {name!r}; choose one of {', '.join(TRAIN_PRESETS)}") from None
+
+
+def _coerce(value: str, current: Any) -> Any:
+    import yaml
+
+    v = yaml.safe_load(value)
+    if isinstance(v, str) and isinstance(current, (int, float)) and not isinstance(current, bool):
+        v = float(v) if isinstance(current, float) or any(ch in v for ch in ".eE") else int(v)
+    if isinstance(v, str) and current is None:
+        try:
+            v = float(v) if any(ch in v for ch in ".eE") else int(v)
+        except ValueError:
+            pass
+    if isinstance(current, bool) and not isinstance(v, bool):
+        raise SettingError(f"expected a boolean, got {value!r}")
+    if isinstance(current, float) and isinstance(v, int) and not isinstance(v, bool):
+        return float(v)
+    if isinstance(current, (list, tuple)) and not isinstance(v, list):
+        v = [v]
+    return v
+
+
+def apply_train_overrides(cfg: TrainConfig, overrides: Iterable[str]) -> TrainConfig:
+    """Apply ``key=value`` strings; values are parsed as YAML (``data.size=[128,224]``, ``init=null``).
+    ``model.KEY=VALUE`` appends ``KEY=VALUE`` to ``model_overrides``."""
+    d = cfg.to_dict()
+    for item in overrides:
+        if "=" not in item:
+            raise SettingError(f"expected key=value, got {item!r}")
+        key, value = (s.strip() for s in item.split("=", 1))
+        if key.startswith("model."):
+            d["model_overrides"] = list(d["model_overrides"]) + [f"{key[6:]}={value}"]
+            continue
+        parts = key.split(".")
+        target = d
+        for p in parts[:-1]:
+            if not isinstance(target.get(p), dict):
+                raise SettingError(f"unknown train config key {key!r}")
+            target = target[p]
+        leaf = parts[-1]
+        if leaf not in target or isinstance(target[leaf], dict):
+            raise SettingError(f"unknown train config key {key!r}")
+        try:
+            target[leaf] = _coerce(value, target[leaf])
+        except Exception as e:  # noqa: BLE001 - YAML errors are bad settings
+            raise SettingError(f"{key}: {e}") from None
+    return TrainConfig.from_dict(d)
+
+
+def load_train_config(config: Union[str, "os.PathLike[str]", TrainConfig, None] = "cpu",
+                      overrides: Iterable[str] = ()) -> TrainConfig:
+    """A preset name (``tiny``/``cpu``/``paper``) or a YAML file (optionally with ``preset: NAME`` as base),
+    then ``key=value`` overrides."""
+    if config is None:
+        config = "cpu"
+    if isinstance(config, TrainConfig):
+        base = config
+    elif str(config) in TRAIN_PRESETS:
+        base = train_preset(str(config))
+    else:
+        import yaml
+
+        path = os.fspath(config)
+        if not os.path.isfile(path):
+            raise InputError(path, f"not a train preset ({', '.join(TRAIN_PRESETS)}) nor a YAML file")
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = yaml.safe_load(f) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise InputError(path, f"unreadable YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise InputError(path, "train config YAML must be a mapping")
+        preset = data.pop("preset", "cpu")
+        merged = train_preset(preset).to_dict()
+        for k, v in data.items():
+            if isinstance(v, dict) and isinstance(merged.get(k), dict):
+                merged[k].update(v)
+            else:
+                merged[k] = v
+        try:
+            base = TrainConfig.from_dict(merged)
+        except SettingError as e:
+            raise InputError(path, str(e)) from None
+    return apply_train_overrides(base, overrides)

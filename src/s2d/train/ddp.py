@@ -1,0 +1,109 @@
+"""torch.distributed plumbing for ``torchrun --nproc-per-node N -m s2d train ...``.
+
+:func:`init_distributed` reads ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` (set by torchrun, or by a test
+harness with ``MASTER_ADDR``/``MASTER_PORT``) and initialises the default process group — gloo on CPU, nccl on
+CUDA — when ``WORLD_SIZE > 1``. Clip sampling is sharded by rank (each rank draws different sample indices,
+see :mod:`s2d.train.loop`); only rank 0 writes checkpoints, metrics and dense labels.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+__all__ = ["DistEnv", "init_distributed", "wrap_ddp", "barrier", "all_reduce_mean", "any_true", "cleanup"]
+
+
+@dataclass
+class DistEnv:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+    initialized_here: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device: Union[str, torch.device, None] = None) -> DistEnv:
+    """Initialise the process group if launched distributed; returns this process's :class:`DistEnv`.
+
+    ``device`` ``None`` picks ``cuda:LOCAL_RANK`` when CUDA is available, else CPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    if device is None:
+        device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", local if world > 1 else 0)
+    here = False
+    if world > 1 and dist.is_available() and not dist.is_initialized():
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        dist.init_process_group(backend=backend, rank=rank, world_size=world)
+        here = True
+        # destroyed at interpreter exit, not after each train() call: re-initialising on the same
+        # MASTER_PORT within one process can hang, so the group lives as long as the process
+        atexit.register(_destroy)
+    if dist.is_available() and dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+    return DistEnv(rank, world, local, dev, here)
+
+
+def wrap_ddp(model: nn.Module, env: DistEnv, find_unused_parameters: bool = False) -> nn.Module:
+    """DDP-wrap ``model`` when distributed (else return it). ``find_unused_parameters`` is needed when a head
+    gets no gradient (objectness loss weight 0, as the reference S2D configs)."""
+    if not env.distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    ids = [env.device.index] if env.device.type == "cuda" else None
+    return DDP(model, device_ids=ids, find_unused_parameters=find_unused_parameters,
+               broadcast_buffers=False)
+
+
+def barrier(env: Optional[DistEnv] = None) -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized():
+        value = value.clone()
+        dist.all_reduce(value)
+        value /= dist.get_world_size()
+    return value
+
+
+def any_true(flag: bool, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is true on some rank."""
+    if dist.is_available() and dist.is_initialized():
+        t = torch.tensor([1.0 if flag else 0.0], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item() > 0)
+    return flag
+
+
+def _destroy() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def cleanup(env: DistEnv) -> None:
+    """Destroy the process group if :func:`init_distributed` created it (also done at exit)."""
+    if env.initialized_here:
+        _destroy()

@@ -1,0 +1,221 @@
+"""Dense labelset from the distilled teacher (PAPER.md §3 "dense label generation", FINDINGS.md §1).
+
+Every training video is predicted in sliding windows of ``window`` frames overlapping by ``overlap`` frames
+(at ``max_side``), predictions with score ≥ ``score_threshold`` (0.75) are kept and linked across windows by
+mean mask IoU on the shared frames (Hungarian, ≥ ``link_iou``; unmatched → new object). Masks are refined
+at the working size (``refine="crf"``: :func:`s2d.frames.refine.crf_refine` on the frame, or any
+``refine_fn(rgb, mask) -> mask``), brought to the video's size and written as RLE. With ``keep_keymasks``
+each keymask object is matched to a dense object (mean IoU on its keymask frames ≥ ``keymask_iou``) whose
+masks it replaces on those frames (the keymask wins on its frame); unmatched keymask objects are kept as
+they are. Output: the same YTVIS
+format as ``pseudo_labels.json`` (``videos`` records copied, so ``source``/``file_names`` still resolve).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pycocotools import mask as mask_utils
+from scipy.optimize import linear_sum_assignment
+
+from s2d import rle as rle_utils
+from s2d.io.atomic import atomic_write_text
+from s2d.train.config import DenseConfig
+from s2d.train.data import Labelset, LabelledVideo, iter_video_frames, load_labelset
+
+__all__ = ["build_dense_labelset", "predict_video_dense", "RefineFn"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+RefineFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def _iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean over frames of the IoU of ``a`` (N×T'×H×W) vs ``b`` (M×T'×H×W) → N×M."""
+    a, b = a.flatten(2).float(), b.flatten(2).float()
+    inter = torch.einsum("ntp,mtp->nmt", a, b)
+    union = a.sum(-1)[:, None] + b.sum(-1)[None] - inter
+    iou = torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(inter))
+    return iou.mean(-1)
+
+
+def _window_starts(T: int, cfg: DenseConfig) -> List[int]:
+    step = cfg.window - cfg.overlap
+    starts = list(range(0, max(1, T - cfg.window + 1), step))
+    if starts[-1] + cfg.window < T:
+        starts.append(max(0, T - cfg.window))
+    return starts
+
+
+@torch.no_grad()
+def predict_video_dense(model: Any, frames: Iterable[np.ndarray], length: int, cfg: DenseConfig,
+                        refine_fn: Optional[RefineFn] = None) -> List[Dict[str, Any]]:
+    """Sliding-window prediction of one video, streaming: at most ``window`` frames and the masks of the
+    frames still shared with the next window are held in memory. Returns objects ``{"score", "segs": [RLE |
+    None] * length}`` at the frames' size (masks predicted at ``cfg.max_side``, upsampled, then refined)."""
+    T = int(length)
+    it = iter(frames)
+    buf: Dict[int, tuple] = {}
+    nxt_read = 0
+    objects: List[Dict[str, Any]] = []
+    prev: List[int] = []
+    prev_range: List[int] = []
+    full = work_size = None
+
+    def fetch(upto: int) -> None:
+        nonlocal nxt_read, full, work_size
+        while nxt_read <= upto:
+            rgb = next(it)
+            if full is None:
+                full = rgb.shape[:2]
+                work_size = full
+                if cfg.max_side and max(full) > cfg.max_side:
+                    sc = cfg.max_side / max(full)
+                    work_size = (max(4, int(round(full[0] * sc)) // 4 * 4), max(4, int(round(full[1] * sc)) // 4 * 4))
+            work = rgb if tuple(work_size) == tuple(rgb.shape[:2]) else _resize_rgb(rgb, work_size)
+            buf[nxt_read] = (rgb, work)
+            nxt_read += 1
+
+    def finalize(t: int) -> None:
+        work = buf.pop(t)[1]
+        for o in objects:
+            m = o["masks"].pop(t, None)
+            if m is None:
+                continue
+            mm = m.numpy()
+            if refine_fn is not None and mm.any():  # at the working size (CRF cost grows with pixels)
+                mm = np.asarray(refine_fn(work, mm), dtype=bool)
+            if mm.shape != tuple(full):
+                mm = F.interpolate(torch.from_numpy(mm)[None, None].float(), size=tuple(full), mode="bilinear",
+                                   align_corners=False)[0, 0].numpy() > 0.5
+            if mm.any():
+                o["segs"][t] = rle_utils.encode(mm)
+
+    starts = _window_starts(T, cfg) if T else []
+    for wi, s in enumerate(starts):
+        idx = list(range(s, min(T, s + cfg.window)))
+        fetch(idx[-1])
+        clip = torch.from_numpy(np.stack([buf[t][1] for t in idx])).permute(0, 3, 1, 2).float().div_(255.0)
+        res = model.predict(clip, score_threshold=cfg.score_threshold)
+        masks = res["masks"].cpu()  # K×t×h×w
+        keep = masks.flatten(1).sum(1) >= cfg.min_area
+        masks, scores = masks[keep], res["scores"].cpu()[keep]
+        shared = [t for t in idx if t in prev_range]
+        assign: Dict[int, int] = {}
+        if shared and prev and len(masks):
+            h, w = masks.shape[-2:]
+            cur = masks[:, [idx.index(t) for t in shared]]
+            old = torch.stack([torch.stack([objects[o]["masks"].get(t, torch.zeros(h, w, dtype=torch.bool))
+                                            for t in shared]) for o in prev])
+            iou = _iou(cur, old).numpy()
+            r, c = linear_sum_assignment(-iou)
+            assign = {int(i): prev[int(j)] for i, j in zip(r, c) if iou[i, j] >= cfg.link_iou}
+        alive = []
+        for k in range(len(masks)):
+            if k in assign:
+                o = objects[assign[k]]
+                o["scores"].append(float(scores[k]))
+            else:
+                o = {"scores": [float(scores[k])], "masks": {}, "segs": [None] * T}
+                objects.append(o)
+                assign[k] = len(objects) - 1
+            for j, t in enumerate(idx):
+                if t not in o["masks"] and o["segs"][t] is None:  # an earlier window keeps a shared frame
+                    o["masks"][t] = masks[k, j]
+            alive.append(assign[k])
+        prev, prev_range = alive, idx
+        upto = starts[wi + 1] if wi + 1 < len(starts) else T
+        for t in sorted(buf):
+            if t < upto:
+                finalize(t)
+    out = []
+    for o in objects:
+        if any(sg is not None for sg in o["segs"]):
+            out.append({"score": float(np.mean(o["scores"])), "segs": o["segs"], "keymask": False})
+    return out
+
+
+def build_dense_labelset(model: Any, data: Union[Labelset, PathLike], videos_root: PathLike, out_path: PathLike,
+                         cfg: Optional[DenseConfig] = None, *, refine_fn: Optional[RefineFn] = None,
+                         progress: bool = True) -> Path:
+    """Predict every video of ``data`` with ``model`` (the teacher) and write the dense labelset JSON."""
+    cfg = cfg or DenseConfig()
+    labelset = data if isinstance(data, Labelset) else load_labelset(data)
+    if refine_fn is None and cfg.refine == "crf":
+        from s2d.frames.refine import crf_refine
+
+        refine_fn = crf_refine
+    from tqdm import tqdm
+
+    videos, anns = [], []
+    for video in tqdm(labelset.videos, desc="dense labels", unit="video", disable=not progress):
+        tracks = predict_video_dense(model, iter_video_frames(videos_root, video), video.length, cfg, refine_fn)
+        if cfg.keep_keymasks:
+            _merge_keymasks(video, tracks, cfg)
+        rec = dict(video.record)
+        videos.append(rec)
+        for tr in tracks:
+            segs = tr["segs"]
+            boxes = [None if sg is None else rle_utils.bbox(sg) for sg in segs]
+            anns.append({"id": len(anns) + 1, "video_id": rec["id"], "category_id": 1, "iscrowd": 0,
+                         "segmentations": segs, "areas": [None if sg is None else rle_utils.area(sg) for sg in segs],
+                         "bboxes": [None if b is None else list(b) for b in boxes], "score": tr["score"],
+                         "keymask": tr["keymask"], "height": video.height, "width": video.width})
+    out = dict(labelset.data)
+    out["info"] = dict(out.get("info") or {})
+    out["info"]["description"] = "s2d dense labelset (teacher predictions, keymasks kept)"
+    out["info"]["dense"] = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}
+    out["videos"], out["annotations"] = videos, anns
+    path = Path(out_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(out))
+    return path
+
+
+def _resize_rgb(rgb: np.ndarray, size: tuple) -> np.ndarray:
+    import cv2
+
+    return cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+
+
+def _merge_keymasks(video: LabelledVideo, tracks: List[Dict[str, Any]], cfg: DenseConfig) -> None:
+    """Keymask objects replace the masks of their matched dense object on their frames (keymask wins)."""
+    keys = [obj for obj in video.objects if any(r is not None for r in obj)]
+    if not keys:
+        return
+    iou = np.zeros((len(keys), len(tracks)))
+    for i, ks in enumerate(keys):
+        frames = [t for t, r in enumerate(ks) if r is not None]
+        for j, tr in enumerate(tracks):
+            vals = []
+            for t in frames:
+                d = tr["segs"][t]
+                if d is None or tuple(rle_utils.size_of(d)) != tuple(rle_utils.size_of(ks[t])):
+                    vals.append(0.0)
+                    continue
+                vals.append(float(mask_utils.iou([_coco(ks[t])], [_coco(d)], [0])[0, 0]))
+            iou[i, j] = float(np.mean(vals))
+    matched = {}
+    if tracks:
+        r, c = linear_sum_assignment(-iou)
+        matched = {int(i): int(j) for i, j in zip(r, c) if iou[i, j] >= cfg.keymask_iou}
+    for i, ks in enumerate(keys):
+        if i in matched:
+            tr = tracks[matched[i]]
+            tr["keymask"] = True
+        else:
+            tr = {"score": 1.0, "segs": [None] * len(ks), "keymask": True}
+            tracks.append(tr)
+        for t, r in enumerate(ks):
+            if r is not None:
+                tr["segs"][t] = rle_utils.to_compressed(r)
+
+
+def _coco(r: dict) -> dict:
+    r = rle_utils.to_compressed(r)
+    return {"size": r["size"], "counts": r["counts"].encode("ascii")}

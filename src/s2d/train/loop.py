@@ -1,0 +1,398 @@
+"""Sparse-to-dense distillation training (PAPER.md §3, SPEC §4 stage 3).
+
+Per step: a batch of augmented 3-frame clips (:class:`s2d.train.data.ClipDataset`) goes to the student and to
+its EMA teacher. Loss = criterion(student, keymask labels) + ``distill.weight`` · criterion(student, teacher
+targets), both with Hungarian matching and Temporal DropLoss; teacher targets are the teacher's queries with
+object probability ≥ ``distill.score_threshold`` (0.75), masks upsampled to the clip size and binarised at
+logit > 0. After the optimizer step the teacher is updated (momentum 0.999).
+
+Run folder layout (``run_dir``)::
+
+    metrics.jsonl             one JSON line every ``log_every`` steps (all stages)
+    distill/last.pt           full training state, written atomically every ``checkpoint_every`` steps
+    distill/model.pt          the final teacher (a VideoMask2Former checkpoint: ``s2d segment`` loads it)
+    dense_labels.json         dense labelset predicted by the distilled teacher (+ keymasks)
+    self-distill/last.pt, self-distill/model.pt
+
+``last.pt`` holds student, teacher, optimizer, scheduler, step and the torch / numpy / python RNG states; data
+draws depend only on (seed, step, rank), so a resumed run continues identically. A NaN/Inf loss raises
+:class:`S2DError` before any update, leaving the last good ``last.pt`` untouched.
+
+The CLI calls :func:`train`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from s2d.errors import InputError, S2DError, SettingError
+from s2d.io.atomic import atomic_path
+from s2d.model import VideoMask2Former, VideoSetCriterion
+from s2d.train.config import TrainConfig, load_train_config
+from s2d.train.data import ClipDataset, load_labelset
+from s2d.train.ddp import DistEnv, all_reduce_mean, any_true, barrier, init_distributed, wrap_ddp
+from s2d.train.ema import EMATeacher, unwrap
+
+__all__ = ["train", "train_stage", "StageResult", "teacher_targets", "build_optimizer", "build_scheduler",
+           "TRAIN_CHECKPOINT_FORMAT", "stage_dir"]
+
+TRAIN_CHECKPOINT_FORMAT = "s2d.train/1"
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+@dataclass
+class StageResult:
+    stage: str
+    step: int
+    checkpoint: Path          # RUN_DIR/<stage>/last.pt
+    model_path: Path          # RUN_DIR/<stage>/model.pt (final teacher)
+    student: nn.Module
+    teacher: nn.Module
+    skipped: bool = False
+
+
+def stage_dir(run_dir: PathLike, stage: str) -> Path:
+    return Path(run_dir) / stage
+
+
+# --------------------------------------------------------------------------- optimisation
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; backbone lr × ``backbone_multiplier``; no weight decay on norms, biases and query embeddings."""
+    s = cfg.solver
+    groups: Dict[tuple, List[nn.Parameter]] = {}
+    for name, p in unwrap(model).named_parameters():
+        if not p.requires_grad:
+            continue
+        lr = s.lr * (s.backbone_multiplier if name.startswith("backbone.") else 1.0)
+        no_wd = p.ndim <= 1 or "query" in name or "level_embed" in name
+        wd = s.weight_decay_norm if no_wd else s.weight_decay
+        groups.setdefault((lr, wd), []).append(p)
+    param_groups = [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
+    return torch.optim.AdamW(param_groups, lr=s.lr, betas=tuple(s.betas), weight_decay=s.weight_decay)
+
+
+def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, max_iter: int) -> torch.optim.lr_scheduler.LambdaLR:
+    s = cfg.solver
+    steps = [int(round(x * max_iter)) if all(v <= 1 for v in s.steps) else int(x) for x in s.steps]
+
+    def factor(it: int) -> float:
+        f = s.gamma ** sum(1 for m in steps if it >= m)
+        if it < s.warmup_iters:
+            alpha = it / max(1, s.warmup_iters)
+            f *= s.warmup_factor * (1 - alpha) + alpha
+        return f
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+@torch.no_grad()
+def teacher_targets(outputs: Dict[str, torch.Tensor], size: Sequence[int], score_threshold: float = 0.75,
+                    mask_threshold: float = 0.0) -> List[Dict[str, torch.Tensor]]:
+    """Teacher predictions → a target list: queries with object probability ≥ ``score_threshold``, masks
+    bilinearly upsampled to ``size`` and binarised at logit > ``mask_threshold`` (reference: class score,
+    no-object removed, then ``> 0.``)."""
+    probs = outputs["pred_logits"].float().softmax(-1)[..., 0]  # B×Q
+    out = []
+    for b in range(probs.shape[0]):
+        keep = probs[b] >= score_threshold
+        m = outputs["pred_masks"][b, keep].float()  # K×T×h×w
+        if m.shape[0]:
+            m = F.interpolate(m, size=tuple(int(v) for v in size), mode="bilinear", align_corners=False)
+        else:
+            m = m.new_zeros(0, m.shape[1], int(size[0]), int(size[1]))
+        masks = m > mask_threshold
+        out.append({"masks": masks, "labels": torch.zeros(masks.shape[0], dtype=torch.long, device=masks.device)})
+    return out
+
+
+# --------------------------------------------------------------------------- RNG state (weights_only-safe)
+
+
+def _rng_state() -> Dict[str, Any]:
+    np_state = np.random.get_state()
+    py = random.getstate()
+    st = {"torch": torch.get_rng_state(),
+          "numpy_keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+          "numpy_meta": torch.tensor([int(np_state[2]), int(np_state[3])], dtype=torch.int64),
+          "numpy_gauss": torch.tensor([float(np_state[4])], dtype=torch.float64),
+          "python": torch.tensor(list(py[1]), dtype=torch.int64),
+          "python_version": int(py[0]),
+          "python_gauss": [] if py[2] is None else [float(py[2])]}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _set_rng_state(st: Dict[str, Any]) -> None:
+    torch.set_rng_state(st["torch"])
+    meta = st["numpy_meta"].tolist()
+    np.random.set_state(("MT19937", st["numpy_keys"].numpy().astype(np.uint32), int(meta[0]), int(meta[1]),
+                         float(st["numpy_gauss"][0])))
+    g = st.get("python_gauss") or []
+    random.setstate((int(st["python_version"]), tuple(int(v) for v in st["python"].tolist()),
+                     float(g[0]) if g else None))
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def _read_train_checkpoint(path: Path) -> Dict[str, Any]:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise InputError(path, f"unreadable training checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(payload, dict) or payload.get("format") != TRAIN_CHECKPOINT_FORMAT:
+        raise InputError(path, f"not an s2d training checkpoint (format {TRAIN_CHECKPOINT_FORMAT} expected)")
+    return payload
+
+
+def _num_instances(targets: Sequence[Dict[str, torch.Tensor]], env: DistEnv) -> Optional[float]:
+    """Under DDP the reference normalises the mask losses by the mean object count over all processes;
+    single-process: ``None`` (the criterion counts them itself)."""
+    if not env.distributed:
+        return None
+    n = sum(int(t["masks"].flatten(1).any(1).sum()) for t in targets)
+    return float(all_reduce_mean(torch.tensor([float(n)], device=env.device)).item())
+
+
+def _checkpoint_step(path: Path) -> int:
+    return int(torch.load(path, map_location="cpu", weights_only=True)["step"])
+
+
+def _truncate_metrics(path: Path, stage: str, step: int) -> None:
+    """Drop metric lines of ``stage`` logged after ``step`` (work lost by an interruption, redone on resume)."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by the interruption
+        if not (rec.get("stage") == stage and int(rec.get("step", 0)) > step):
+            keep.append(line)
+    from s2d.io.atomic import atomic_write_text
+
+    atomic_write_text(path, "".join(k + "\n" for k in keep))
+
+
+# --------------------------------------------------------------------------- one stage
+
+
+def train_stage(config: TrainConfig, data: PathLike, videos_root: PathLike, run_dir: PathLike,
+                stage: str = "distill", *, resume: bool = False, init: Optional[PathLike] = None,
+                device: Union[str, torch.device, None] = None, progress: bool = True,
+                env: Optional[DistEnv] = None, max_iter: Optional[int] = None,
+                stop_at: Optional[int] = None) -> StageResult:
+    """Train one stage on labelset ``data`` (frames under ``videos_root``) into ``run_dir/<stage>/``.
+
+    ``init``: a model checkpoint loaded into student and teacher before training (ignored when resuming).
+    ``resume``: continue from ``run_dir/<stage>/last.pt`` when present (a finished stage — ``model.pt``
+    present — is skipped); without it an existing ``last.pt`` is an error (never silently overwritten).
+    ``max_iter``: stage length (default from the config). ``stop_at``: leave after this step with a checkpoint,
+    as an interruption would (a time-boxed run; resume continues identically).
+    """
+    cfg = config.validate()
+    env = env or init_distributed(device)
+    dev = env.device
+    sdir = stage_dir(run_dir, stage)
+    last, final = sdir / "last.pt", sdir / "model.pt"
+    total = int(max_iter or (cfg.solver.self_distill_iter if stage == "self-distill" and cfg.solver.self_distill_iter
+                             else cfg.solver.max_iter))
+    if last.exists() and not resume:
+        raise SettingError(f"{last} exists: pass resume to continue that run, or choose a new run folder")
+
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed % (2 ** 32))
+    random.seed(cfg.seed)
+    mcfg = cfg.model_config()
+    model = VideoMask2Former(mcfg, "cpu")
+    ckpt = _read_train_checkpoint(last) if (resume and last.exists()) else None
+    if ckpt is None and init is not None:
+        model.load_checkpoint(init)
+    model.to(dev)
+    teacher = EMATeacher(model, cfg.distill.ema_momentum)
+    opt = build_optimizer(model, cfg)
+    sched = build_scheduler(opt, cfg, total)
+    step = 0
+    if ckpt is not None:
+        if ckpt.get("model_config") != mcfg.to_dict():
+            diff = sorted(k for k in set(mcfg.to_dict()) | set(ckpt.get("model_config") or {})
+                          if (ckpt.get("model_config") or {}).get(k) != mcfg.to_dict().get(k))
+            raise InputError(last, f"training checkpoint was made with another model config (differs in: "
+                                   f"{', '.join(diff)}); resume with the same config or use a new run folder")
+        try:
+            model.load_state_dict(ckpt["model"])
+            teacher.load_state_dict(ckpt["teacher"])
+            opt.load_state_dict(ckpt["optimizer"])
+            sched.load_state_dict(ckpt["scheduler"])
+        except (RuntimeError, KeyError, ValueError) as e:
+            raise InputError(last, f"training checkpoint does not match this config: {' '.join(str(e).split())[:300]}"
+                             ) from None
+        step = int(ckpt["step"])
+        _set_rng_state(ckpt["rng"])
+    if resume and final.exists() and step >= total:
+        return StageResult(stage, step, last, final, model, teacher.model, skipped=True)
+
+    dataset = ClipDataset(data, videos_root, cfg.data, seed=cfg.seed + (0 if stage == "distill" else 7919))
+    student = wrap_ddp(model, env, find_unused_parameters=mcfg.loss.class_weight == 0)
+    criterion = VideoSetCriterion(mcfg.loss)
+    kd_criterion = VideoSetCriterion(dataclasses.replace(mcfg.loss, class_weight=cfg.distill.class_weight))
+    bs = cfg.data.batch_size
+    metrics_path = Path(run_dir) / "metrics.jsonl"
+    if env.is_main:
+        sdir.mkdir(parents=True, exist_ok=True)
+        if ckpt is not None:
+            _truncate_metrics(metrics_path, stage, step)
+
+    def save(at_step: int) -> None:
+        if env.is_main:
+            payload = {"format": TRAIN_CHECKPOINT_FORMAT, "stage": stage, "step": at_step, "max_iter": total,
+                       "train_config": cfg.to_dict(), "model_config": mcfg.to_dict(),
+                       "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                       "teacher": {k: v.detach().cpu() for k, v in teacher.state_dict().items()},
+                       "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _rng_state(),
+                       "labelset": os.fspath(data)}
+            with atomic_path(last) as tmp:
+                torch.save(payload, tmp)
+        barrier(env)
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, initial=step, desc=stage, unit="it", disable=not (progress and env.is_main),
+               dynamic_ncols=True)
+    t_last, steps_since = time.perf_counter(), 0
+    try:
+        end = total if stop_at is None else min(total, int(stop_at))
+        while step < end:
+            first = (step * env.world_size + env.rank) * bs
+            clips, targets = dataset.batch(range(first, first + bs))
+            clips = clips.to(dev, non_blocking=True)
+            gt = [{"masks": t["masks"].to(dev), "labels": t["labels"].to(dev)} for t in targets]
+            student.train()
+            out = student(clips)
+            losses = criterion(out, gt, num_instances=_num_instances(gt, env))
+            loss_gt = losses["loss"]
+            loss = loss_gt
+            n_teacher = 0
+            loss_kd = None
+            if cfg.distill.enabled and cfg.distill.weight > 0:
+                with torch.no_grad():
+                    t_out = teacher.model(clips, aux=False)
+                kd_t = teacher_targets(t_out, clips.shape[-2:], cfg.distill.score_threshold,
+                                       cfg.distill.mask_threshold)
+                n_teacher = sum(int(t["masks"].shape[0]) for t in kd_t)
+                loss_kd = kd_criterion(out, kd_t, num_instances=_num_instances(kd_t, env))["loss"]
+                loss = loss + cfg.distill.weight * loss_kd
+            value = float(loss.detach())
+            if any_true(not math.isfinite(value), dev):
+                where = (f"last good checkpoint: {last} (step {_checkpoint_step(last)})"
+                         if last.exists() else "no checkpoint was written yet")
+                what = "NaN" if math.isnan(value) else ("Inf" if math.isinf(value) else "NaN/Inf on another rank")
+                raise S2DError(f"{stage}: loss is {what} at step {step + 1} (rank {env.rank}); training stopped, "
+                               f"{where}; lower solver.lr or check the labels, then resume")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.solver.grad_clip:
+                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
+                                               cfg.solver.grad_clip)
+            opt.step()
+            sched.step()
+            teacher.update(model)
+            step += 1
+            steps_since += 1
+            bar.update(1)
+            if env.is_main and (step % cfg.log_every == 0 or step == total):
+                now = time.perf_counter()
+                rec = {"stage": stage, "step": step, "loss": value, "loss_gt": float(loss_gt.detach()),
+                       "loss_kd": None if loss_kd is None else float(loss_kd.detach()),
+                       "loss_mask": float(losses["loss_mask"].detach()),
+                       "loss_dice": float(losses["loss_dice"].detach()),
+                       "teacher_objects": n_teacher, "lr": max(sched.get_last_lr()),
+                       "sec_per_iter": (now - t_last) / max(1, steps_since), "time": time.time()}
+                with open(metrics_path, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(rec) + "\n")
+                bar.set_postfix(loss=f"{value:.3f}", kd=n_teacher)
+                t_last, steps_since = now, 0
+            if step % cfg.checkpoint_every == 0 or step == end:
+                save(step)
+    finally:
+        bar.close()
+    if step < total:
+        return StageResult(stage, step, last, final, model, teacher.model)
+    if env.is_main:
+        teacher.model.save_checkpoint(final, extra={"stage": stage, "step": step, "train_config": cfg.to_dict()})
+    barrier(env)
+    return StageResult(stage, step, last, final, model, teacher.model)
+
+
+# --------------------------------------------------------------------------- whole pipeline
+
+
+def train(config: Union[TrainConfig, str, PathLike, None], data: PathLike, videos_root: PathLike,
+          run_dir: PathLike, resume: bool = False, *, overrides: Sequence[str] = (),
+          stages: Optional[Sequence[str]] = None, device: Union[str, torch.device, None] = None,
+          progress: bool = True) -> Dict[str, StageResult]:
+    """Run the configured stages (``distill`` then ``self-distill``) — the function ``s2d train`` calls.
+
+    Args:
+        config: a :class:`TrainConfig`, a preset name (``tiny``/``cpu``/``paper``) or a YAML file.
+        data: the sparse labelset (``pseudo_labels.json`` from ``s2d discover``).
+        videos_root: the root the labelset's ``source`` paths are relative to.
+        run_dir: output folder (see the module docstring for its layout).
+        resume: continue an interrupted run (finished stages are skipped, the dense labelset reused).
+        overrides: ``key=value`` strings (see :func:`s2d.train.config.apply_train_overrides`).
+        stages: subset of ``("distill", "self-distill")``; default ``config.stages``. ``self-distill`` alone
+            needs ``run_dir/distill/model.pt`` from an earlier run.
+        device: ``"cpu"``, ``"cuda"``...; default CUDA when available (``cuda:LOCAL_RANK`` under torchrun).
+
+    Under ``torchrun`` every rank calls this; rank 0 writes all files.
+    """
+    cfg = load_train_config(config, overrides) if not isinstance(config, TrainConfig) or overrides \
+        else config.validate()
+    stages = list(stages or cfg.stages)
+    for s in stages:
+        if s not in ("distill", "self-distill"):
+            raise SettingError(f"unknown stage {s!r}; choose from distill, self-distill")
+    load_labelset(data)  # validate early, one-line error on a bad file
+    env = init_distributed(device)
+    run = Path(run_dir)
+    if env.is_main:
+        run.mkdir(parents=True, exist_ok=True)
+        if not (run / "train_config.json").exists() or not resume:
+            from s2d.io.atomic import atomic_write_text
+
+            atomic_write_text(run / "train_config.json", json.dumps(cfg.to_dict(), indent=2))
+    results: Dict[str, StageResult] = {}
+    # the process group (if any) stays up until exit: see s2d.train.ddp.init_distributed
+    if "distill" in stages:
+        results["distill"] = train_stage(cfg, data, videos_root, run, "distill", resume=resume, init=cfg.init,
+                                         progress=progress, env=env)
+    if "self-distill" in stages:
+        teacher_ckpt = stage_dir(run, "distill") / "model.pt"
+        if not teacher_ckpt.is_file():
+            raise InputError(teacher_ckpt, "self-distill needs the distilled model; run the distill stage first")
+        dense = run / "dense_labels.json"
+        if env.is_main and not (resume and dense.is_file()):
+            from s2d.train.dense import build_dense_labelset
+
+            teacher = VideoMask2Former.from_checkpoint(teacher_ckpt, device=env.device)
+            build_dense_labelset(teacher, data, videos_root, dense, cfg.dense, progress=progress)
+        barrier(env)
+        results["self-distill"] = train_stage(cfg, dense, videos_root, run, "self-distill", resume=resume,
+                                              init=teacher_ckpt, progress=progress, env=env)
+    return results

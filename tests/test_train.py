@@ -1,0 +1,325 @@
+"""Stage-3 training: EMA, clip sampling, training loop, checkpoint/resume, NaN stop, dense labelset."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from s2d.errors import InputError, S2DError, SettingError
+from s2d.train import (ClipDataset, EMATeacher, labelled_windows, load_labelset, load_train_config,
+                       sample_clip_frames, teacher_targets, train, train_preset, train_stage)
+from train_synth import T, tiny_config, write_dataset
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    return write_dataset(tmp_path)
+
+
+def _states_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# --------------------------------------------------------------------------- EMA
+
+
+def test_ema_update_math():
+    student = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    ema = EMATeacher(student, momentum=0.9)
+    t0 = {k: v.clone() for k, v in ema.model.state_dict().items()}
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(1.0)
+        student[1].running_mean.fill_(5.0)
+    ema.update(student)
+    s = student.state_dict()
+    t = ema.model.state_dict()
+    for name, _ in student.named_parameters():
+        assert torch.allclose(t[name], 0.9 * t0[name] + 0.1 * s[name])
+    assert torch.equal(t["1.running_mean"], s["1.running_mean"])  # buffers copied
+    assert all(not p.requires_grad for p in ema.model.parameters())
+    # momentum 1 keeps the teacher, 0 copies the student
+    EMATeacher(student, 1.0)
+    e0 = EMATeacher(torch.nn.Linear(3, 2), 0.0)
+    lin = torch.nn.Linear(3, 2)
+    e0.update(lin)
+    assert torch.equal(e0.model.weight, lin.weight)
+
+
+# --------------------------------------------------------------------------- clips
+
+
+def test_clip_sampler_rules(dataset: Path):
+    ls = load_labelset(dataset)
+    a, b = ls.videos
+    assert labelled_windows(a, 3) == [0]            # object 1 on 0,1,2 (and 6), object 2 on 0,3,6
+    assert labelled_windows(b, 3) == []
+    rng = random.Random(0)
+    for _ in range(20):
+        assert sample_clip_frames(a, 3, 20, rng) == [0, 1, 2]
+    for _ in range(50):  # fallback: a labelled frame plus random frames within ±2
+        fr = sample_clip_frames(b, 3, 2, rng)
+        assert len(fr) == 3 and len(set(fr)) == 3 and fr == sorted(fr)
+        refs = [t for t in fr if t in (0, 3, 6) and all(abs(u - t) <= 2 for u in fr)]
+        assert refs, fr
+
+
+def test_clip_targets_unlabelled_frames_empty(dataset: Path):
+    cfg = train_preset("tiny").data
+    ds = ClipDataset(dataset, dataset.parent / "videos", cfg, seed=0)
+    b = ds.videos[1]  # mp4, decoded on the fly
+    clip, tgt = ds.load(b, [2, 3, 4], random.Random(1))
+    assert clip.shape == (3, 3, 64, 64) and 0 <= float(clip.min()) and float(clip.max()) <= 1
+    m = tgt["masks"]
+    assert m.shape == (2, 3, 64, 64) and m.dtype == torch.bool
+    assert m[:, 1].flatten(1).any(1).all()          # frame 3 labelled for both objects
+    assert not m[:, 0].any() and not m[:, 2].any()  # frames 2 and 4 unlabelled → empty
+    # objects without a label in the clip are left out
+    _, tgt2 = ds.load(ds.videos[0], [3, 4, 5], random.Random(2))
+    assert tgt2["masks"].shape[0] == 1
+    clip_a, tgt_a = ds.sample(5)
+    clip_b, tgt_b = ds.sample(5)                    # same index → same clip
+    assert torch.equal(clip_a, clip_b) and torch.equal(tgt_a["masks"], tgt_b["masks"])
+
+
+def test_missing_frames_are_input_errors(dataset: Path, tmp_path: Path):
+    cfg = train_preset("tiny").data
+    with pytest.raises(InputError, match="not found under the videos root"):
+        ClipDataset(dataset, tmp_path / "nowhere", cfg)
+    (dataset.parent / "videos" / "a" / "00001.png").unlink()
+    ds = ClipDataset(dataset, dataset.parent / "videos", cfg)
+    with pytest.raises(InputError, match="00001.png"):
+        ds.load(ds.videos[0], [0, 1, 2], random.Random(0))
+    bad = tmp_path / "bad.json"
+    bad.write_text("{\"videos\": 3}")
+    with pytest.raises(InputError, match="bad.json"):
+        load_labelset(bad)
+
+
+def test_config_presets_and_overrides(tmp_path: Path):
+    paper = train_preset("paper")
+    assert paper.solver.lr == 1e-6 and paper.solver.steps == (20200,) and paper.data.batch_size == 4
+    assert paper.distill.ema_momentum == 0.999 and paper.distill.score_threshold == 0.75
+    cfg = load_train_config("tiny", ["solver.lr=2e-3", "data.size=[32,48]", "model.num_queries=6", "stages=[distill]"])
+    assert cfg.solver.lr == 2e-3 and cfg.data.size == (32, 48) and cfg.model_config().num_queries == 6
+    assert cfg.stages == ("distill",)
+    y = tmp_path / "c.yaml"
+    y.write_text("preset: tiny\nsolver:\n  max_iter: 9\n")
+    assert load_train_config(y).solver.max_iter == 9
+    with pytest.raises(SettingError):
+        load_train_config("tiny", ["solver.nope=1"])
+    with pytest.raises(SettingError):
+        load_train_config("tiny", ["data.size=[30,48]"])
+    with pytest.raises(InputError):
+        load_train_config(tmp_path / "missing.yaml")
+
+
+def test_teacher_targets_threshold():
+    logits = torch.tensor([[[3.0, 0.0], [0.0, 3.0]]])           # query 0 confident, query 1 not
+    masks = torch.full((1, 2, 3, 2, 2), -1.0)
+    masks[0, 0, 1] = 1.0
+    t = teacher_targets({"pred_logits": logits, "pred_masks": masks}, (8, 8), 0.75)
+    assert t[0]["masks"].shape == (1, 3, 8, 8)
+    assert t[0]["masks"][0, 1].all() and not t[0]["masks"][0, 0].any()
+
+
+# --------------------------------------------------------------------------- training loop
+
+
+def test_training_reduces_loss_and_writes_metrics(dataset: Path, tmp_path: Path):
+    from s2d.model import VideoMask2Former, VideoSetCriterion
+
+    cfg = tiny_config(max_iter=12, lr=2e-3, steps=(1.0,))
+    cfg.data.flip, cfg.data.max_scale = False, 1.0
+    run = tmp_path / "run"
+    res = train(cfg, dataset, dataset.parent / "videos", run, stages=["distill"], progress=False)["distill"]
+    lines = [json.loads(s) for s in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == list(range(1, 13))
+    assert all(k in lines[0] for k in ("loss", "loss_gt", "loss_kd", "lr", "sec_per_iter", "teacher_objects"))
+    ck = torch.load(run / "distill" / "last.pt", weights_only=True)
+    assert ck["step"] == 12 and {"model", "teacher", "optimizer", "scheduler", "rng"} <= set(ck)
+    model = VideoMask2Former.from_checkpoint(run / "distill" / "model.pt")  # the teacher, loadable
+    assert model.config.num_queries == 8
+    # loss on fixed clips: trained student < initial model
+    ds = ClipDataset(dataset, dataset.parent / "videos", cfg.data, seed=123)
+    clips, tg = ds.batch(range(4))
+    tg = [{"masks": t["masks"], "labels": t["labels"]} for t in tg]
+    crit = VideoSetCriterion(cfg.model_config().loss)
+    torch.manual_seed(cfg.seed)
+    init = VideoMask2Former(cfg.model_config())
+    with torch.no_grad():
+        before = float(crit(init(clips), tg)["loss"])
+        after = float(crit(res.student(clips), tg)["loss"])
+    assert after < 0.8 * before, (before, after)
+
+
+def test_resume_continues_identically(dataset: Path, tmp_path: Path):
+    cfg = tiny_config(max_iter=4)
+    cfg.checkpoint_every = 100
+    cfg.model_overrides = ["loss.num_points=64"]  # random importance sampling: the torch RNG must be restored
+    videos = dataset.parent / "videos"
+    straight = train_stage(cfg, dataset, videos, tmp_path / "r1", progress=False)
+    part = train_stage(cfg, dataset, videos, tmp_path / "r2", progress=False, stop_at=2)
+    assert part.step == 2 and not (tmp_path / "r2" / "distill" / "model.pt").exists()
+    with pytest.raises(SettingError, match="resume"):
+        train_stage(cfg, dataset, videos, tmp_path / "r2", progress=False)
+    torch.manual_seed(999)  # resume must not depend on the caller's RNG state
+    with open(tmp_path / "r2" / "metrics.jsonl", "a") as f:  # a line logged after the checkpoint, then lost
+        f.write(json.dumps({"stage": "distill", "step": 3, "loss": 1.0}) + "\n")
+    resumed = train_stage(cfg, dataset, videos, tmp_path / "r2", progress=False, resume=True)
+    assert resumed.step == 4
+    steps = [json.loads(x)["step"] for x in (tmp_path / "r2" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+    assert _states_equal(straight.student.state_dict(), resumed.student.state_dict())
+    assert _states_equal(straight.teacher.state_dict(), resumed.teacher.state_dict())
+    assert not _states_equal(straight.student.state_dict(), part.student.state_dict())
+    again = train_stage(cfg, dataset, videos, tmp_path / "r2", progress=False, resume=True)
+    assert again.skipped
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(dataset: Path, tmp_path: Path, monkeypatch):
+    from s2d.model import VideoSetCriterion
+
+    cfg = tiny_config(max_iter=6)
+    cfg.checkpoint_every = 2
+    real = VideoSetCriterion.forward
+    calls = {"n": 0}
+
+    def poisoned(self, outputs, targets, *a, **k):
+        out = real(self, outputs, targets, *a, **k)
+        calls["n"] += 1
+        if calls["n"] > 2 * 3:  # two criteria per step: NaN from step 4 on
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(VideoSetCriterion, "forward", poisoned)
+    run = tmp_path / "run"
+    with pytest.raises(S2DError, match=r"loss is NaN.*step 4.*last good checkpoint.*step 2\)"):
+        train_stage(cfg, dataset, dataset.parent / "videos", run, progress=False)
+    ck = torch.load(run / "distill" / "last.pt", weights_only=True)
+    assert ck["step"] == 2
+    assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+    assert not (run / "distill" / "model.pt").exists()
+
+
+# --------------------------------------------------------------------------- dense labelset
+
+
+def test_dense_labelset_format_and_self_distill(dataset: Path, tmp_path: Path):
+    from s2d import rle as rle_utils
+
+    cfg = tiny_config(max_iter=2, self_distill_iter=2)
+    cfg.dense.score_threshold = 0.0   # an untrained teacher: keep its predictions to exercise linking
+    cfg.dense.min_area = 1
+    run = tmp_path / "run"
+    res = train(cfg, dataset, dataset.parent / "videos", run, progress=False)
+    assert set(res) == {"distill", "self-distill"} and res["self-distill"].step == 2
+    dense = json.loads((run / "dense_labels.json").read_text())
+    sparse = json.loads(dataset.read_text())
+    assert dense["videos"] == sparse["videos"]
+    ids = [a["id"] for a in dense["annotations"]]
+    assert ids and ids == list(range(1, len(ids) + 1))
+    for a in dense["annotations"]:
+        assert len(a["segmentations"]) == T and a["category_id"] == 1 and 0 <= a["score"] <= 1
+        for s in a["segmentations"]:
+            assert s is None or (s["size"] == [48, 64] and isinstance(s["counts"], str))
+    # every keymask is kept exactly on its frame
+    dense_masks = [[None if s is None else rle_utils.decode(s) for s in a["segmentations"]]
+                   for a in dense["annotations"] if a["video_id"] == 1]
+    for a in sparse["annotations"]:
+        if a["video_id"] != 1:
+            continue
+        frames = [t for t, s in enumerate(a["segmentations"]) if s]
+        km = [rle_utils.decode(a["segmentations"][t]) for t in frames]
+        assert any(all(d[t] is not None and (d[t] == m).all() for t, m in zip(frames, km)) for d in dense_masks)
+    assert load_labelset(run / "dense_labels.json").videos[0].length == T
+    # refinement hook is called on the predicted masks
+    from s2d.model import VideoMask2Former
+    from s2d.train.dense import build_dense_labelset
+
+    seen = []
+    build_dense_labelset(VideoMask2Former.from_checkpoint(run / "distill" / "model.pt"), dataset,
+                         dataset.parent / "videos", tmp_path / "d2.json", cfg.dense,
+                         refine_fn=lambda rgb, m: seen.append(rgb.shape) or m, progress=False)
+    assert seen and seen[0] == (48, 64, 3)
+    import dataclasses
+
+    crf = build_dense_labelset(VideoMask2Former.from_checkpoint(run / "distill" / "model.pt"), dataset,
+                               dataset.parent / "videos", tmp_path / "d3.json",
+                               dataclasses.replace(cfg.dense, refine="crf"), progress=False)
+    assert len(load_labelset(crf).videos) == 2
+
+
+def test_dense_windows_link_one_object_across_the_video():
+    import numpy as np
+
+    from s2d import rle as rle_utils
+    from s2d.train.config import DenseConfig
+    from s2d.train.dense import predict_video_dense
+
+    class Fake:  # one confident square that moves 2 px per frame, one low-score blob
+        def predict(self, clip, score_threshold=0.0):
+            t, _, h, w = clip.shape
+            starts = [int(round(float(clip[i, 0, 0, 0]) * 255)) for i in range(t)]  # frame index in pixel 0
+            m = torch.zeros(2, t, h, w, dtype=torch.bool)
+            for i, s in enumerate(starts):
+                m[0, i, 4:12, 2 * s:2 * s + 8] = True
+                m[1, i, 20:30, 0:10] = True
+            sc = torch.tensor([0.9, 0.5])
+            keep = sc >= score_threshold
+            return {"scores": sc[keep], "masks": m[keep]}
+
+    frames = []
+    for t in range(10):
+        f = np.zeros((32, 48, 3), np.uint8)
+        f[0, 0, 0] = t
+        frames.append(f)
+    refined = []
+    cfg = DenseConfig(window=3, overlap=1, score_threshold=0.75, max_side=None, min_area=1)
+    objs = predict_video_dense(Fake(), iter(frames), 10, cfg, refine_fn=lambda rgb, m: refined.append(1) or m)
+    assert len(objs) == 1 and abs(objs[0]["score"] - 0.9) < 1e-6
+    segs = objs[0]["segs"]
+    assert all(s is not None for s in segs) and len(refined) == 10
+    for t, s in enumerate(segs):
+        m = rle_utils.decode(s)
+        assert m[4:12, 2 * t:2 * t + 8].all() and m.sum() == 64
+
+
+def test_image_warm_start_then_init_and_resume_config_mismatch(dataset: Path, tmp_path: Path):
+    videos = dataset.parent / "videos"
+    warm = load_train_config(tiny_config(max_iter=2), ["data.clip_len=1", "distill.enabled=false"])
+    r = train_stage(warm, dataset, videos, tmp_path / "warm", progress=False)   # single frames as images
+    init = tmp_path / "warm" / "distill" / "model.pt"
+    cfg = load_train_config(tiny_config(max_iter=2), [f"init={init}"])
+    r2 = train_stage(cfg, dataset, videos, tmp_path / "main", progress=False, init=cfg.init, stop_at=1)
+    assert r.step == 2 and r2.step == 1
+    other = load_train_config(cfg, ["model.num_queries=4"])
+    with pytest.raises(InputError, match="num_queries"):
+        train_stage(other, dataset, videos, tmp_path / "main", progress=False, resume=True)
+
+
+def test_cli_train_runs_both_stages_and_resumes(dataset: Path, tmp_path: Path):
+    """`s2d train` as a user types it: tiny preset, both stages, then --resume finds them finished."""
+    from s2d.cli import main
+
+    run = tmp_path / "cli_run"
+    argv = ["train", "--data", str(dataset), "--videos", str(dataset.parent / "videos"), "-o", str(run),
+            "--config", "tiny", "--set", "solver.max_iter=3", "--set", "dense.refine=none"]
+    assert main(argv) == 0
+    assert (run / "distill" / "model.pt").is_file() and (run / "self-distill" / "model.pt").is_file()
+    assert (run / "dense_labels.json").is_file()
+    assert main(argv) == 2  # an existing run without --resume is refused with a one-line error
+    assert main(argv + ["--resume"]) == 0
+    assert main(["train", "--data", str(tmp_path / "missing.json"), "--videos", str(tmp_path), "-o", str(run)]) == 2
