@@ -206,38 +206,7 @@ class KeymaskConfig:
         return cls(**dict(data))
 
     def with_overrides(self, items: Sequence[str]) -> "KeymaskConfig":
-        """Apply ``key=value`` strings (as ``--set``); values are YAML scalars (``true``, ``0.3``, ``null``)."""
-        fields = {f.name for f in dataclasses.fields(self)}
-        changes: Dict[str, Any] = {}
-        for item in items:
-            key, sep, raw = str(item).partition("=")
-            key = key.strip().replace("-", "_")
-            if not sep or not key:
-                raise SettingError(f"--set expects key=value, got {item!r}")
-            if key not in fields:
-                raise SettingError(f"unknown keymask setting {key!r} (known: {', '.join(sorted(fields))})")
-            changes[key] = _parse_value(raw.strip(), type(getattr(self, key)), key)
-        return dataclasses.replace(self, **changes)
+        """Apply ``key=value`` strings (as ``--set``); see :func:`s2d.settings.apply_overrides`."""
+        from s2d.settings import apply_overrides
 
-
-def _parse_value(raw: str, kind: type, key: str) -> Any:
-    low = raw.lower()
-    if low in ("none", "null", "~"):
-        return None
-    if kind is bool:
-        if low in ("true", "yes", "on", "1"):
-            return True
-        if low in ("false", "no", "off", "0"):
-            return False
-        raise SettingError(f"{key} must be true or false, got {raw!r}")
-    try:
-        v = float(raw)
-    except ValueError:
-        raise SettingError(f"{key} must be a number, got {raw!r}") from None
-    if kind is float:
-        return v
-    if v.is_integer():
-        return int(v)
-    if kind is int:
-        raise SettingError(f"{key} must be an integer, got {raw!r}")
-    return v
+        return apply_overrides(self, items, "keymask")
