@@ -30,3 +30,18 @@ def tiny_video(tmp_path: Path, tiny_frames: List[np.ndarray]) -> Path:
 def tiny_frame_folder(tmp_path: Path, tiny_frames: List[np.ndarray]) -> Path:
     """A folder ``tiny_frames/`` with 12 PNG frames ``00000.png`` ... ``00011.png``."""
     return make_frame_folder(tmp_path / "tiny_frames", tiny_frames)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module's tiny-model tests on one intra-op thread.
+
+    On a busy 2-core machine two torch threads spin-wait (measured: 4x the CPU time, up to 100x wall time
+    for backward passes); tiny models gain nothing from a second thread. Restores the count afterwards.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -19,14 +19,7 @@ from s2d.model import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tiny models run fastest on one intra-op thread; on a busy 2-core machine two threads spin-wait
-    (measured: 4× the CPU time for the same tests)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 EXACT = dict(num_points=None, class_weight=0.0, deep_supervision=False)  # every pixel, no class term

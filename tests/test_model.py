@@ -20,14 +20,7 @@ from s2d.model import (
 from s2d.model.pixel_decoder import MSDeformAttn
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tiny models run fastest on one intra-op thread; on a busy 2-core machine two threads spin-wait
-    (measured: 4× the CPU time for the same tests)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _targets(b: int, t: int, h: int, w: int):

@@ -15,12 +15,7 @@ from s2d.train import (ClipDataset, EMATeacher, labelled_windows, load_labelset,
 from train_synth import T, tiny_config, write_dataset
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
