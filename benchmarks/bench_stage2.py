@@ -97,10 +97,17 @@ def measure(seq: str, gt: np.ndarray, sf_path: Path, disc_path: Path) -> dict:
     sf = read_ytvis(sf_path)[0]
     assert sf.num_frames == T, (seq, sf.num_frames, T)
     sf_best = np.zeros(T)
+    sf_top = np.zeros(T)  # IoU of the top-scored mask: what stage 1 alone outputs (no GT used to choose)
+    top_score = np.full(T, -np.inf)
+    all_ious: List[float] = []
     for tr in sf.tracks:
         for t, m in enumerate(tr.masks):
             if m is not None and valid[t]:
-                sf_best[t] = max(sf_best[t], _iou(R.decode(m), gt[t]))
+                iou = _iou(R.decode(m), gt[t])
+                sf_best[t] = max(sf_best[t], iou)
+                all_ious.append(iou)
+                if tr.score is not None and tr.score > top_score[t]:
+                    top_score[t], sf_top[t] = tr.score, iou
     # keymasks
     rec = json.loads(disc_path.read_text())
     anns = rec["annotations"]
@@ -114,7 +121,8 @@ def measure(seq: str, gt: np.ndarray, sf_path: Path, disc_path: Path) -> dict:
         ious[oid] = d
     nv = int(valid.sum())
     out = {"seq": seq, "frames": T, "gt_frames": nv, "objects": len(anns),
-           "sf_J": float(sf_best[valid].mean())}
+           "sf_J": float(sf_best[valid].mean()), "sf_top": float(sf_top[valid].mean()),
+           "sf_avg": float(np.mean(all_ious)) if all_ious else float("nan")}
     if ious:
         best = max(ious, key=lambda o: (sum(ious[o].values()), -o))
         kb = ious[best]
@@ -127,6 +135,7 @@ def measure(seq: str, gt: np.ndarray, sf_path: Path, disc_path: Path) -> dict:
         "best_keymasks": len(kb),
         "km_J_best": float(np.mean(list(kb.values()))) if kb else float("nan"),
         "sf_J_at_best": float(np.mean([sf_best[t] for t in kb])) if kb else float("nan"),
+        "sf_top_at_best": float(np.mean([sf_top[t] for t in kb])) if kb else float("nan"),
         "km_J_any": float(np.mean(km_any)) if km_any else float("nan"),
         "sf_J_at_any": float(np.mean([sf_best[t] for t in any_frames])) if any_frames else float("nan"),
         "cov_best": len(kb) / nv,
@@ -156,8 +165,10 @@ def _fmt(v, nd=3) -> str:
 
 
 def to_markdown(rows: List[dict], meta: dict) -> str:
-    cols = [("seq", "seq"), ("frames", "T"), ("objects", "ids"), ("sf_J", "sf J (all)"),
-            ("km_J_best", "km J (best id)"), ("sf_J_at_best", "sf J @ same"), ("km_J_any", "km J (any id)"),
+    cols = [("seq", "seq"), ("frames", "T"), ("objects", "ids"), ("sf_avg", "sf J (avg)"),
+            ("sf_top", "sf J (top)"), ("sf_J", "sf J (all)"),
+            ("km_J_best", "km J (best id)"), ("sf_top_at_best", "sf top @ same"), ("sf_J_at_best", "sf J @ same"),
+            ("km_J_any", "km J (any id)"),
             ("sf_J_at_any", "sf J @ same"), ("cov_best", "cov best"), ("cov_any", "cov any"),
             ("id_cons", "id cons"), ("ids_gt50", "ids>0.5"), ("s1_spf", "stage1 s/f"),
             ("prep_spf", "prepare s/f"), ("disc_spf", "discover s/f"), ("e2e_spf", "e2e s/f")]
@@ -173,7 +184,7 @@ def to_markdown(rows: List[dict], meta: dict) -> str:
     # frame-weighted speeds
     F = sum(r["frames"] for r in rows)
     w = {k: sum(r[k] * r["frames"] for r in rows) / F for k in ("s1_spf", "prep_spf", "disc_spf", "e2e_spf")}
-    lines.append("| **frame-weighted** | " + str(F) + " | " + " | ".join([""] * 10) + " | "
+    lines.append("| **frame-weighted** | " + str(F) + " | " + " | ".join([""] * 13) + " | "
                  + " | ".join(_fmt(w[k]) for k in ("s1_spf", "prep_spf", "disc_spf", "e2e_spf")) + " |")
     return "\n".join(lines), mean, w
 
@@ -186,6 +197,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--work", default="/tmp/s2d_bench_stage2", help="outputs (never inside the repo)")
     ap.add_argument("--out", default=None, help="markdown report")
     ap.add_argument("--json", default=None, help="per-sequence rows as JSON")
+    ap.add_argument("--resume", action="store_true",
+                    help="reuse the discovery outputs already in WORK (their stored timings are reported)")
     ap.add_argument("--budget-s", type=float, default=None,
                     help="stop starting new stage-1 sequences after this many seconds (shortest first then); "
                          "discovery and measuring run on the sequences done (reported as a subset)")
@@ -245,7 +258,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     # ---- discovery from the saved masks
     t0 = time.perf_counter()
     rep = run_discovery(videos, str(ddir), DiscoverSettings(masks_from=str(mdir)), root=root,
-                        workers=a.workers, progress=False)
+                        workers=a.workers, progress=False, resume=a.resume)
     disc_wall = time.perf_counter() - t0
     load["after_discovery"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print(f"discovery: {rep}", flush=True)
@@ -288,9 +301,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         "",
         table,
         "",
-        "Columns: `sf J (all)` best single-frame mask IoU per frame, mean over GT frames; `km J (best id)` mean IoU of",
-        "the keymasks of the id that best matches the GT (largest summed IoU) on its keymask frames and `sf J @ same`",
-        "the single-frame best on exactly those frames; `km J (any id)` per frame with any keymask the best keymask",
+        "Columns: `sf J (avg)` mean IoU of all single-frame masks; `sf J (top)` IoU of each frame's top-scored",
+        "single-frame mask (what stage 1 alone outputs, no GT used to choose), mean over GT frames; `sf J (all)` best",
+        "single-frame mask IoU per frame (an oracle: the GT picks it), mean over GT frames; `km J (best id)` mean IoU of",
+        "the keymasks of the id that best matches the GT (largest summed IoU) on its keymask frames, `sf top @ same`",
+        "and `sf J @ same` the top-scored and the oracle single-frame masks on exactly those frames; `km J (any id)` per frame with any keymask the best keymask",
         "IoU over all ids, and `sf J @ same` on those frames; `cov` fraction of GT frames with a keymask (best id / any",
         "id); `id cons` over frames where some keymask has IoU > 0.5, fraction where the best one is the best id's;",
         "`ids>0.5` ids with a keymask of IoU > 0.5; s/f = seconds per 480p frame in one worker process (1 thread),",

@@ -38,7 +38,7 @@ def _video(h: int = 12, w: int = 16, T: int = 4) -> VideoSegmentation:
 
 
 # ----------------------------------------------------------------------------- help
-@pytest.mark.parametrize("argv", [[], ["eval"], ["eval", "ytvis"], ["eval", "davis"], ["export"]])
+@pytest.mark.parametrize("argv", [[], ["eval"], ["eval", "ytvis"], ["eval", "davis"], ["export"], ["segment"]])
 def test_every_help_is_complete(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         main(argv + ["--help"])
@@ -49,6 +49,10 @@ def test_every_help_is_complete(argv, capsys):
     assert "--help" in out
     if argv == ["export"]:
         for opt in ("--to", "--video", "-o", "--from", "--gt", "--dataset", "--video-id", "--score-threshold"):
+            assert opt in out
+    if argv == ["segment"]:
+        for opt in ("-o", "--model", "--score-threshold", "--max-objects", "--chunk", "--overlap", "--max-side",
+                    "--refine", "--device", "--format", "--set", "results.json", "davis/", "mots.txt", "overlay.mp4"):
             assert opt in out
     if argv == ["eval", "davis"]:
         for opt in ("--gt", "--pred", "--protocol", "--sequences", "--json", "unsupervised", "union"):
@@ -257,8 +261,8 @@ def test_readme_commands_parse_with_the_cli():
         parser.parse_args(argv)  # raises SystemExit on drift
 
 
-@pytest.mark.parametrize("argv", [[], ["masks"], ["discover"], ["train"], ["eval"], ["eval", "ytvis"], ["eval", "davis"],
-                                  ["export"]])
+@pytest.mark.parametrize("argv", [[], ["masks"], ["discover"], ["train"], ["segment"], ["eval"], ["eval", "ytvis"],
+                                  ["eval", "davis"], ["export"]])
 def test_readme_shows_the_current_help(argv, monkeypatch, capsys):
     """The README's command reference is the real `--help` output (generated with COLUMNS=100)."""
     monkeypatch.setenv("COLUMNS", "100")

@@ -76,6 +76,17 @@ def test_tracker_is_called_once_per_frame_and_step(scene):
     assert tracker.queries_seen == sum(mi.visibility_points + mi.match_points for mi in res.masks if mi.candidate)
 
 
+def test_saliency_is_the_fraction_of_keymasks_ranked_first_on_their_frame(scene):
+    nm, _, res = scene
+    a, b = res.objects
+    assert a.saliency == 1.0  # A (score 0.8) outranks every other mask wherever it has one
+    # B (0.7) is first only on its keymask frames without an A mask
+    a_frames = {res.masks[i].frame for i, mi in enumerate(res.masks) if nm.truth[mi.track_id] == "A"}
+    want = sum(f not in a_frames for f in b.frames) / len(b.frames)
+    assert 0 < want < 1 and b.saliency == pytest.approx(want)
+    assert b.extra()["saliency"] == round(want, 4)
+
+
 def test_to_video_round_trips_through_ytvis_results(scene):
     _, _, res = scene
     video = res.to_video()
@@ -84,7 +95,7 @@ def test_to_video_round_trips_through_ytvis_results(scene):
     assert [t for t, m in enumerate(tr.masks) if m is None] == [5, 15, 16, 17, 18, 19, 25, 28]
     assert tr.score == pytest.approx(0.7)
     assert tr.extra == {"one2x": 0.0, "visibility_ranges": [[0, T - 1]], "num_keymasks": 28,
-                        "visibility_cluster": 0, "group": 1}
+                        "visibility_cluster": 0, "group": 1, "saliency": res.objects[1].extra()["saliency"]}
     records = to_ytvis_results(video, video_ids=[7])
     assert records[1]["segmentations"][15] is None and records[1]["one2x"] == 0.0
     back = from_ytvis(records)[0]

@@ -189,6 +189,25 @@ def test_checkpoint_roundtrip_gives_identical_outputs(tmp_path) -> None:
     assert fresh.load_checkpoint(path) == {"step": 7}
 
 
+def test_compact_checkpoint_is_smaller_and_predicts_the_same(tmp_path) -> None:
+    # lite0 has an ImageNet classifier head the model never uses: the compact file leaves it out
+    torch.manual_seed(2)
+    model = VideoMask2Former(model_preset("tiny").replace(backbone="lite0")).eval()
+    assert model.unused_backbone_parameters
+    full, compact = tmp_path / "full.pt", tmp_path / "compact.pt"
+    model.save_checkpoint(full, extra={"step": 3})
+    model.save_checkpoint(compact, extra={"step": 3}, compact=True)
+    assert compact.stat().st_size < 0.45 * full.stat().st_size
+    loaded = VideoMask2Former.from_checkpoint(compact).eval()
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    x = torch.rand(3, 3, 64, 96)
+    a, b = model.predict(x), loaded.predict(x)
+    assert torch.allclose(a["mask_logits"], b["mask_logits"], atol=0.05, rtol=0.02)
+    agree = (a["masks"] == b["masks"]).float().mean()
+    assert agree > 0.99
+    assert VideoMask2Former(model.config).load_checkpoint(compact) == {"step": 3, "compact": True}
+
+
 def test_mismatched_checkpoint_is_one_line_input_error(tmp_path) -> None:
     path = tmp_path / "model.pt"
     VideoMask2Former("tiny").save_checkpoint(path)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from s2d.errors import InputError, S2DError, SettingError
+from s2d.model import VideoMask2Former
 from s2d.train import (ClipDataset, EMATeacher, labelled_windows, load_labelset, load_train_config,
                        sample_clip_frames, teacher_targets, train, train_preset, train_stage)
 from train_synth import T, tiny_config, write_dataset
@@ -28,6 +29,23 @@ def _states_equal(a: dict, b: dict) -> bool:
 
 
 # --------------------------------------------------------------------------- EMA
+
+
+@pytest.mark.parametrize("step, expected", [(0, 0.1), (1, 2 / 11), (10, 11 / 20), (100, 101 / 110), (10_000, 0.999)])
+def test_ema_warmup_momentum(step, expected):
+    ema = EMATeacher(torch.nn.Linear(3, 2), momentum=0.999, warmup=True)
+    assert ema.momentum_at(step) == pytest.approx(expected)
+    assert EMATeacher(torch.nn.Linear(3, 2), momentum=0.999).momentum_at(step) == 0.999
+
+
+def test_ema_warmup_update_follows_the_student_early():
+    student = torch.nn.Linear(3, 2)
+    ema = EMATeacher(student, momentum=0.999, warmup=True)
+    t0 = ema.model.weight.detach().clone()
+    with torch.no_grad():
+        student.weight.add_(1.0)
+    ema.update(student, step=0)  # m = 0.1: 90 % student
+    assert torch.allclose(ema.model.weight, 0.1 * t0 + 0.9 * student.weight)
 
 
 def test_ema_update_math():
@@ -315,6 +333,32 @@ def test_cli_train_runs_both_stages_and_resumes(dataset: Path, tmp_path: Path):
     assert main(argv) == 0
     assert (run / "distill" / "model.pt").is_file() and (run / "self-distill" / "model.pt").is_file()
     assert (run / "dense_labels.json").is_file()
+    # RUN_DIR/model.pt: the self-distilled model, compact, and it predicts like the full checkpoint
+    full = VideoMask2Former.from_checkpoint(run / "self-distill" / "model.pt")
+    compact = VideoMask2Former.from_checkpoint(run / "model.pt")
+    assert VideoMask2Former(compact.config).load_checkpoint(run / "model.pt")["compact"] is True
+    clip = torch.rand(3, 3, 64, 64)
+    assert torch.allclose(full.predict(clip)["mask_logits"], compact.predict(clip)["mask_logits"], atol=0.05)
     assert main(argv) == 2  # an existing run without --resume is refused with a one-line error
     assert main(argv + ["--resume"]) == 0
     assert main(["train", "--data", str(tmp_path / "missing.json"), "--videos", str(tmp_path), "-o", str(run)]) == 2
+
+
+@pytest.mark.parametrize("saliencies, min_saliency, kept", [
+    ([0.2, 0.8, None], 0.5, [1, 2]),   # objects without the field are kept
+    ([0.2, 0.8, None], 0.0, [0, 1, 2]),  # 0 keeps all (the reference)
+    ([0.5, 0.49, 1.0], 0.5, [0, 2]),    # the threshold itself passes
+])
+def test_load_labelset_leaves_out_low_saliency_objects(tmp_path, saliencies, min_saliency, kept):
+    segs = [{"size": [4, 4], "counts": "04<0"}, None]
+    anns = []
+    for k, s in enumerate(saliencies):
+        a = {"id": k + 1, "video_id": 1, "category_id": 1, "segmentations": segs}
+        if s is not None:
+            a["saliency"] = s
+        anns.append(a)
+    p = tmp_path / "pl.json"
+    p.write_text(json.dumps({"videos": [{"id": 1, "length": 2, "height": 4, "width": 4, "source": "v",
+                                          "file_names": ["v/0.png", "v/1.png"]}], "annotations": anns}))
+    video = load_labelset(p, min_saliency=min_saliency).videos[0]
+    assert [a["id"] - 1 for a in video.annotations] == kept and len(video.objects) == len(kept)

@@ -221,7 +221,8 @@ def _add_train(sub: "argparse._SubParsersAction") -> None:
                     "predict the training videos densely (score >= threshold, CRF-refined, keymasks kept)\n"
                     "and train the final model on that dense labelset (stage 'self-distill').\n\n"
                     "Run folder: metrics.jsonl, train_config.json, <stage>/last.pt (resumable, written\n"
-                    "atomically), <stage>/model.pt (the trained model), dense_labels.json.\n"
+                    "atomically), <stage>/model.pt (each stage's model), dense_labels.json, and model.pt:\n"
+                    "the result, compact (float16) - `s2d segment --model RUN_DIR/model.pt` runs it.\n"
                     "A NaN/Inf loss stops with a message and keeps the last good checkpoint.",
         epilog="examples:\n"
                "  s2d train --data runs/discover/pseudo_labels.json --videos ../shared/data -o runs/train\n"
@@ -247,6 +248,64 @@ def _add_train(sub: "argparse._SubParsersAction") -> None:
     p.set_defaults(func=_cmd_train)
 
 
+def _add_segment(sub: "argparse._SubParsersAction") -> None:
+    from s2d.infer.config import DEFAULT_FORMATS, DEFAULT_REFINE, FORMATS, SegmentConfig
+
+    d = SegmentConfig()
+    p = sub.add_parser(
+        "segment",
+        help="stage 4: segment and track every object in videos with a trained model (streaming)",
+        description="Stage 4 of S2D: run a trained class-agnostic video Mask2Former over videos or frame\n"
+                    "folders and export every object's masks with ids that persist over the video. No prompts,\n"
+                    "no labels. The video streams through the model in chunks of L frames that overlap by K;\n"
+                    "tubes are linked across chunks by mask IoU on the shared frames (ids never reused), and\n"
+                    "results are written frame by frame, so memory does not grow with the video's length.\n"
+                    "Masks are at the input's original resolution; overlaps go to the higher score.\n\n"
+                    "Outputs for an input named NAME (a video file's stem or a frame folder's name):\n"
+                    "  ytvis    OUTDIR/NAME/results.json   YouTube-VIS results (RLE masks, one record per track)\n"
+                    "  davis    OUTDIR/NAME/davis/*.png    palette PNGs named after the input frames (00000.png...\n"
+                    "                                      for video files), 0 = background, pixel = track id\n"
+                    "  mots     OUTDIR/NAME/mots.txt       MOTS txt ('frame id class_id h w rle')\n"
+                    "  overlay  OUTDIR/NAME/overlay.mp4    masks, contours and ids drawn over the video\n\n"
+                    "A video that fails (missing, unreadable, corrupt part-way: its outputs keep the frames\n"
+                    "decoded before the bad one) is reported and the others go on; the exit status is then 2.",
+        epilog="examples:\n"
+               "  s2d segment ../shared/data/videos/bikes.mp4 -o out\n"
+               "  s2d segment a.mp4 b.mp4 frames/ -o out --format ytvis,davis,mots,overlay\n"
+               "  s2d segment bikes.mp4 -o out --model runs/train/self-distill/model.pt --score-threshold 0.7\n"
+               "  s2d segment long.mp4 -o out --chunk 16 --overlap 4 --max-side 640 --refine crf --device cuda\n"
+               "  s2d eval davis --gt ../shared/data/davis2016 --pred out/ --protocol union",
+        formatter_class=_FORMATTER,
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="video files (mp4/avi/mov/mkv/webm) or frame folders; each goes to OUTDIR/NAME/")
+    p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output root folder")
+    p.add_argument("--model", default=d.model, metavar="default|PATH",
+                   help="the packaged model (default) or a checkpoint written by `s2d train` (<run>/<stage>/model.pt)")
+    p.add_argument("--score-threshold", type=float, default=d.score_threshold, metavar="S",
+                   help=f"keep objects scoring at least S in [0, 1] (default {d.score_threshold})")
+    p.add_argument("--max-objects", type=int, default=d.max_objects, metavar="N",
+                   help=f"at most N objects per chunk, highest scores first (default {d.max_objects})")
+    p.add_argument("--chunk", type=int, default=d.chunk, metavar="L",
+                   help=f"frames the model sees at once; memory grows with L (default {d.chunk})")
+    p.add_argument("--overlap", type=int, default=d.overlap, metavar="K",
+                   help=f"frames shared by consecutive chunks, 0 <= K < L; tracks are linked on them "
+                        f"(default {d.overlap}; 0: every chunk starts new ids)")
+    p.add_argument("--max-side", type=int, default=d.max_side, metavar="PX",
+                   help=f"the model runs on frames resized to this long side (default {d.max_side}, the training "
+                        f"scale); masks are written at the original size")
+    p.add_argument("--refine", choices=["none", "crf"], default=DEFAULT_REFINE,
+                   help=f"snap mask edges to the image with a dense CRF at <= {d.refine_max_side} px "
+                        f"(default {DEFAULT_REFINE})")
+    p.add_argument("--device", default=d.device, metavar="cpu|cuda", help="torch device of the model (default cpu)")
+    p.add_argument("--format", dest="formats", default=",".join(DEFAULT_FORMATS), metavar="LIST",
+                   help=f"comma-separated outputs among {','.join(FORMATS)} (default {','.join(DEFAULT_FORMATS)})")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"override another setting (repeatable), e.g. --set link_iou=0.5, --set min_area=64, "
+                        f"--set refine_max_side=640; see s2d.infer.SegmentConfig for the keys")
+    p.set_defaults(func=_cmd_segment)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="s2d",
@@ -260,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_masks(sub)
     _add_discover(sub)
     _add_train(sub)
+    _add_segment(sub)
     _add_eval(sub)
     _add_export(sub)
     return parser
@@ -571,6 +631,56 @@ def _cmd_train(args: argparse.Namespace) -> int:
         where = getattr(res, "model_path", None) or getattr(res, "checkpoint", None)
         print(f"train: {stage}: step {getattr(res, 'step', '?')} -> {where}", file=sys.stderr)
     return 0
+
+
+def _segment_inputs(inputs: Sequence[str]) -> List[tuple]:
+    """``(source, NAME)`` per input; two inputs with one NAME would write into the same folder."""
+    from s2d.errors import SettingError
+
+    out, seen = [], {}
+    for src in inputs:
+        path = Path(os.path.expanduser(src))
+        name = path.resolve().name if path.is_dir() else path.stem
+        if not path.exists() and any(ch in src for ch in "*?["):  # a glob of frames: named after its folder
+            from s2d.io.video import probe_video
+
+            try:
+                name = probe_video(src).name
+            except S2DError:
+                pass  # reported when the video's turn comes
+        if name in seen:
+            raise SettingError(f"{seen[name]} and {src} both write to OUTDIR/{name}; give them distinct names")
+        seen[name] = src
+        out.append((src, name))
+    return out
+
+
+def _cmd_segment(args: argparse.Namespace) -> int:
+    from s2d.infer import SegmentConfig, load_model, parse_formats, segment_video
+    from s2d.settings import apply_overrides
+
+    formats = parse_formats(args.formats)
+    cfg = SegmentConfig(model=args.model, score_threshold=args.score_threshold, max_objects=args.max_objects,
+                        chunk=args.chunk, overlap=args.overlap, max_side=args.max_side, refine=args.refine,
+                        device=args.device)
+    cfg = apply_overrides(cfg, args.overrides, "segment")
+    videos = _segment_inputs(args.inputs)
+    model = load_model(cfg.model, cfg.device)
+    failed = 0
+    for src, name in videos:
+        try:
+            s = segment_video(src, args.output, cfg, formats, model=model, progress=sys.stderr.isatty(), name=name)
+        except S2DError as exc:
+            print(f"s2d: error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"segment: {s.name}: {s.frames} frames, {s.objects} objects, {s.fps:.1f} frames/s -> {s.outdir}",
+              file=sys.stderr)
+        for note in s.notes:
+            print(f"note: {s.name}: {note}", file=sys.stderr)
+    if len(videos) > 1:
+        print(f"segment: {len(videos) - failed} of {len(videos)} video(s) done, {failed} failed", file=sys.stderr)
+    return EXIT_BAD_INPUT if failed else 0
 
 
 # --------------------------------------------------------------------------- entry point

@@ -138,6 +138,10 @@ class VideoMask2Former(nn.Module):
             self.train(was)
         prob = out["pred_logits"][0].float().softmax(-1)[:, 0]
         logits = out["pred_masks"][0].float()  # Q×T×h×w
+        # score = prob × quality with quality ≤ 1: queries with prob below the threshold can never pass, so
+        # skip upsampling them (most of the cost at full resolution; exact, not an approximation)
+        cand = (prob >= score_threshold).nonzero().flatten()
+        prob, logits = prob[cand], logits[cand]
         # upsample to the padded-then-cropped stride-4 grid's extent: stride 4 covers 4·h4 ≥ H pixels
         q, t, h4, w4 = logits.shape
         up = F.interpolate(logits, size=(h4 * 4, w4 * 4), mode="bilinear", align_corners=False)[..., :h, :w]
@@ -155,11 +159,23 @@ class VideoMask2Former(nn.Module):
 
     # ------------------------------------------------------------------ checkpoints
 
-    def save_checkpoint(self, path: PathLike, extra: Optional[Dict[str, Any]] = None) -> None:
-        """Write ``{"format", "config", "model", "extra"}`` atomically (temp file + rename)."""
-        payload = {"format": CHECKPOINT_FORMAT, "config": self.config.to_dict(),
-                   "model": {k: v.detach().cpu() for k, v in self.state_dict().items()},
-                   "extra": extra or {}}
+    def save_checkpoint(self, path: PathLike, extra: Optional[Dict[str, Any]] = None, *,
+                        compact: bool = False) -> None:
+        """Write ``{"format", "config", "model", "extra"}`` atomically (temp file + rename).
+
+        ``compact=True`` writes a model for shipping, not for resuming: floating-point weights as float16
+        (loading casts them back to the model's dtype) and without the backbone parameters the model never
+        uses (e.g. an ImageNet classifier head), about a third of the float32 size.
+        """
+        unused = {"backbone." + n for n in self.unused_backbone_parameters} if compact else set()
+        state = {}
+        for k, v in self.state_dict().items():
+            if k in unused:
+                continue
+            v = v.detach().cpu()
+            state[k] = v.half() if compact and v.is_floating_point() else v
+        payload = {"format": CHECKPOINT_FORMAT, "config": self.config.to_dict(), "model": state,
+                   "extra": dict(extra or {}, compact=True) if compact else (extra or {})}
         with atomic_path(path) as tmp:
             torch.save(payload, tmp)
 
@@ -175,7 +191,8 @@ class VideoMask2Former(nn.Module):
         if not isinstance(state, dict):
             raise InputError(path, "not a model checkpoint (no state dict inside)")
         own = self.state_dict()
-        missing = [k for k in own if k not in state]
+        unused = {"backbone." + n for n in self.unused_backbone_parameters}  # a compact checkpoint omits them
+        missing = [k for k in own if k not in state and k not in unused]
         unexpected = [k for k in state if k not in own]
         shaped = [f"{k} {tuple(state[k].shape)}≠{tuple(own[k].shape)}" for k in own
                   if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)]
@@ -186,7 +203,8 @@ class VideoMask2Former(nn.Module):
                     shown = ", ".join(keys[:8]) + (f", … ({len(keys)} in all)" if len(keys) > 8 else "")
                     parts.append(f"{label}: {shown}")
             raise InputError(path, "checkpoint does not match the model config; " + "; ".join(parts))
-        self.load_state_dict({k: v for k, v in state.items() if k in own and k not in shaped}, strict=False)
+        self.load_state_dict({k: (v.to(own[k].dtype) if v.is_floating_point() else v)
+                              for k, v in state.items() if k in own and k not in shaped}, strict=False)
         return dict(payload.get("extra", {})) if isinstance(payload, dict) else {}
 
     @classmethod

@@ -63,6 +63,9 @@ class DataConfig:
         min_scale, max_scale: random zoom relative to the scale that covers ``size``; > 1 crops tighter.
         flip: horizontal flip with probability 0.5 (by clip).
         brightness, contrast: factors drawn in ``[1 - x, 1 + x]`` (by clip); 0 disables.
+        min_saliency: train only on pseudo-label objects whose ``saliency`` (from ``s2d discover``) is at
+            least this; 0 keeps all (the reference). Background regions are temporally coherent too and become
+            keymask objects; stage 1 rarely ranks them first on a frame (see ``s2d.keymasks.discover``).
     """
 
     clip_len: int = 3
@@ -74,6 +77,7 @@ class DataConfig:
     flip: bool = True
     brightness: float = 0.2
     contrast: float = 0.2
+    min_saliency: float = 0.5
 
 
 @dataclass
@@ -82,6 +86,7 @@ class DistillConfig:
 
     enabled: bool = True
     ema_momentum: float = 0.999
+    ema_warmup: bool = True  # m_t = min(m, (1+t)/(10+t)): short schedules end with a trained teacher (ema.py)
     score_threshold: float = 0.75
     mask_threshold: float = 0.0
     weight: float = 1.0
@@ -212,8 +217,9 @@ def _paper() -> TrainConfig:
                             warmup_factor=1.0, grad_clip=0.01),
         # MIN_SIZE_TRAIN (360, 480) choice by clip; crop (600, 720) absolute — fixed-size batches here.
         data=DataConfig(clip_len=3, frame_range=20, batch_size=4, size=(480, 720), min_scale=0.75, max_scale=1.0,
-                        flip=True, brightness=0.2, contrast=0.2),
-        distill=DistillConfig(ema_momentum=0.999, score_threshold=0.75, mask_threshold=0.0, weight=1.0),
+                        flip=True, brightness=0.2, contrast=0.2, min_saliency=0.0),
+        distill=DistillConfig(ema_momentum=0.999, ema_warmup=False, score_threshold=0.75, mask_threshold=0.0,
+                              weight=1.0),
         dense=DenseConfig(score_threshold=0.75, max_side=None, refine="crf"),
     )
 

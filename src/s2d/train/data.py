@@ -62,8 +62,13 @@ class Labelset:
     data: Dict[str, Any]
 
 
-def load_labelset(path: PathLike) -> Labelset:
-    """Read a labelset JSON; raises :class:`InputError` naming the file on any structural problem."""
+def load_labelset(path: PathLike, min_saliency: float = 0.0) -> Labelset:
+    """Read a labelset JSON; raises :class:`InputError` naming the file on any structural problem.
+
+    ``min_saliency``: leave out objects whose ``saliency`` (written by ``s2d discover``: the fraction of their
+    keymasks that stage 1 ranked first on their frame) is below this; objects without the field are kept.
+    Left-out objects are simply unlabelled, so the model learns not to report them (no-object).
+    """
     p = Path(path)
     if not p.is_file():
         raise InputError(p, "labelset file not found")
@@ -97,6 +102,9 @@ def load_labelset(path: PathLike) -> Labelset:
             raise InputError(p, f"annotation #{j}: malformed or unknown video ({type(e).__name__}: {e})") from None
         if len(segs) != vid.length:
             raise InputError(p, f"annotation #{j}: {len(segs)} segmentations for a {vid.length}-frame video")
+        sal = a.get("saliency")
+        if min_saliency > 0 and isinstance(sal, (int, float)) and sal < min_saliency:
+            continue
         vid.objects.append([s if s else None for s in segs])
         vid.annotations.append(a)
     return Labelset(p, list(videos.values()), data)
@@ -195,7 +203,8 @@ class ClipDataset:
 
     def __init__(self, labelset: Union[Labelset, PathLike], videos_root: PathLike, cfg: DataConfig,
                  seed: int = 0) -> None:
-        self.labelset = labelset if isinstance(labelset, Labelset) else load_labelset(labelset)
+        self.labelset = (labelset if isinstance(labelset, Labelset)
+                         else load_labelset(labelset, min_saliency=cfg.min_saliency))
         self.root = Path(videos_root)
         self.cfg = cfg
         self.seed = int(seed)

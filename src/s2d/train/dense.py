@@ -2,7 +2,8 @@
 
 Every training video is predicted in sliding windows of ``window`` frames overlapping by ``overlap`` frames
 (at ``max_side``), predictions with score ≥ ``score_threshold`` (0.75) are kept and linked across windows by
-mean mask IoU on the shared frames (Hungarian, ≥ ``link_iou``; unmatched → new object). Masks are refined
+mean mask IoU on the shared frames (Hungarian, ≥ ``link_iou``; unmatched → new object; the
+:class:`s2d.infer.linking.TubeLinker` that streaming inference uses too). Masks are refined
 at the working size (``refine="crf"``: :func:`s2d.frames.refine.crf_refine` on the frame, or any
 ``refine_fn(rgb, mask) -> mask``), brought to the video's size and written as RLE. With ``keep_keymasks``
 each keymask object is matched to a dense object (mean IoU on its keymask frames ≥ ``keymask_iou``) whose
@@ -22,9 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pycocotools import mask as mask_utils
-from scipy.optimize import linear_sum_assignment
 
 from s2d import rle as rle_utils
+from s2d.infer.linking import TubeLinker, match_tubes
 from s2d.io.atomic import atomic_write_text
 from s2d.train.config import DenseConfig
 from s2d.train.data import Labelset, LabelledVideo, iter_video_frames, load_labelset
@@ -33,15 +34,6 @@ __all__ = ["build_dense_labelset", "predict_video_dense", "RefineFn"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 RefineFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
-
-
-def _iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Mean over frames of the IoU of ``a`` (N×T'×H×W) vs ``b`` (M×T'×H×W) → N×M."""
-    a, b = a.flatten(2).float(), b.flatten(2).float()
-    inter = torch.einsum("ntp,mtp->nmt", a, b)
-    union = a.sum(-1)[:, None] + b.sum(-1)[None] - inter
-    iou = torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(inter))
-    return iou.mean(-1)
 
 
 def _window_starts(T: int, cfg: DenseConfig) -> List[int]:
@@ -62,9 +54,8 @@ def predict_video_dense(model: Any, frames: Iterable[np.ndarray], length: int, c
     it = iter(frames)
     buf: Dict[int, tuple] = {}
     nxt_read = 0
-    objects: List[Dict[str, Any]] = []
-    prev: List[int] = []
-    prev_range: List[int] = []
+    objects: List[Dict[str, Any]] = []  # track id i is objects[i - 1]
+    linker = TubeLinker(cfg.link_iou)
     full = work_size = None
 
     def fetch(upto: int) -> None:
@@ -105,30 +96,22 @@ def predict_video_dense(model: Any, frames: Iterable[np.ndarray], length: int, c
         masks = res["masks"].cpu()  # K×t×h×w
         keep = masks.flatten(1).sum(1) >= cfg.min_area
         masks, scores = masks[keep], res["scores"].cpu()[keep]
-        shared = [t for t in idx if t in prev_range]
-        assign: Dict[int, int] = {}
-        if shared and prev and len(masks):
+        shared = linker.shared_frames(idx)
+        reference = None
+        if shared and linker.ids and len(masks):  # match against the masks each track keeps on those frames
             h, w = masks.shape[-2:]
-            cur = masks[:, [idx.index(t) for t in shared]]
-            old = torch.stack([torch.stack([objects[o]["masks"].get(t, torch.zeros(h, w, dtype=torch.bool))
-                                            for t in shared]) for o in prev])
-            iou = _iou(cur, old).numpy()
-            r, c = linear_sum_assignment(-iou)
-            assign = {int(i): prev[int(j)] for i, j in zip(r, c) if iou[i, j] >= cfg.link_iou}
-        alive = []
-        for k in range(len(masks)):
-            if k in assign:
-                o = objects[assign[k]]
+            reference = torch.stack([torch.stack([objects[i - 1]["masks"].get(t, torch.zeros(h, w, dtype=torch.bool))
+                                                  for t in shared]) for i in linker.ids])
+        for k, tid in enumerate(linker.link(idx, masks, reference)):
+            if tid <= len(objects):
+                o = objects[tid - 1]
                 o["scores"].append(float(scores[k]))
             else:
                 o = {"scores": [float(scores[k])], "masks": {}, "segs": [None] * T}
                 objects.append(o)
-                assign[k] = len(objects) - 1
             for j, t in enumerate(idx):
                 if t not in o["masks"] and o["segs"][t] is None:  # an earlier window keeps a shared frame
                     o["masks"][t] = masks[k, j]
-            alive.append(assign[k])
-        prev, prev_range = alive, idx
         upto = starts[wi + 1] if wi + 1 < len(starts) else T
         for t in sorted(buf):
             if t < upto:
@@ -142,10 +125,10 @@ def predict_video_dense(model: Any, frames: Iterable[np.ndarray], length: int, c
 
 def build_dense_labelset(model: Any, data: Union[Labelset, PathLike], videos_root: PathLike, out_path: PathLike,
                          cfg: Optional[DenseConfig] = None, *, refine_fn: Optional[RefineFn] = None,
-                         progress: bool = True) -> Path:
+                         progress: bool = True, min_saliency: float = 0.0) -> Path:
     """Predict every video of ``data`` with ``model`` (the teacher) and write the dense labelset JSON."""
     cfg = cfg or DenseConfig()
-    labelset = data if isinstance(data, Labelset) else load_labelset(data)
+    labelset = data if isinstance(data, Labelset) else load_labelset(data, min_saliency=min_saliency)
     if refine_fn is None and cfg.refine == "crf":
         from s2d.frames.refine import crf_refine
 
@@ -200,10 +183,7 @@ def _merge_keymasks(video: LabelledVideo, tracks: List[Dict[str, Any]], cfg: Den
                     continue
                 vals.append(float(mask_utils.iou([_coco(ks[t])], [_coco(d)], [0])[0, 0]))
             iou[i, j] = float(np.mean(vals))
-    matched = {}
-    if tracks:
-        r, c = linear_sum_assignment(-iou)
-        matched = {int(i): int(j) for i, j in zip(r, c) if iou[i, j] >= cfg.keymask_iou}
+    matched = match_tubes(iou, cfg.keymask_iou) if tracks else {}
     for i, ks in enumerate(keys):
         if i in matched:
             tr = tracks[matched[i]]

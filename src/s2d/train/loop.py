@@ -13,6 +13,8 @@ Run folder layout (``run_dir``)::
     distill/model.pt          the final teacher (a VideoMask2Former checkpoint: ``s2d segment`` loads it)
     dense_labels.json         dense labelset predicted by the distilled teacher (+ keymasks)
     self-distill/last.pt, self-distill/model.pt
+    model.pt                  the run's result: the last stage's model, compact (float16, no unused weights;
+                              ``s2d segment --model`` loads it; it is what ships as the default model)
 
 ``last.pt`` holds student, teacher, optimizer, scheduler, step and the torch / numpy / python RNG states; data
 draws depend only on (seed, step, rank), so a resumed run continues identically. A NaN/Inf loss raises
@@ -225,7 +227,7 @@ def train_stage(config: TrainConfig, data: PathLike, videos_root: PathLike, run_
     if ckpt is None and init is not None:
         model.load_checkpoint(init)
     model.to(dev)
-    teacher = EMATeacher(model, cfg.distill.ema_momentum)
+    teacher = EMATeacher(model, cfg.distill.ema_momentum, cfg.distill.ema_warmup)
     opt = build_optimizer(model, cfg)
     sched = build_scheduler(opt, cfg, total)
     step = 0
@@ -312,7 +314,7 @@ def train_stage(config: TrainConfig, data: PathLike, videos_root: PathLike, run_
                                                cfg.solver.grad_clip)
             opt.step()
             sched.step()
-            teacher.update(model)
+            teacher.update(model, step)
             step += 1
             steps_since += 1
             bar.update(1)
@@ -391,8 +393,14 @@ def train(config: Union[TrainConfig, str, PathLike, None], data: PathLike, video
             from s2d.train.dense import build_dense_labelset
 
             teacher = VideoMask2Former.from_checkpoint(teacher_ckpt, device=env.device)
-            build_dense_labelset(teacher, data, videos_root, dense, cfg.dense, progress=progress)
+            build_dense_labelset(teacher, data, videos_root, dense, cfg.dense, progress=progress,
+                                 min_saliency=cfg.data.min_saliency)
         barrier(env)
         results["self-distill"] = train_stage(cfg, dense, videos_root, run, "self-distill", resume=resume,
                                               init=teacher_ckpt, progress=progress, env=env)
+    if env.is_main and results:
+        last = results["self-distill" if "self-distill" in results else "distill"]
+        final = VideoMask2Former.from_checkpoint(last.model_path)
+        extra = dict(torch.load(last.model_path, map_location="cpu", weights_only=True).get("extra", {}))
+        final.save_checkpoint(run / "model.pt", extra=extra, compact=True)
     return results

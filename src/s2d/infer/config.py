@@ -1,0 +1,130 @@
+"""Settings of streaming inference (``s2d segment``), one typed, validated dataclass.
+
+The defaults are the shipped behaviour of ``s2d segment``; the CLI only overrides what the user passes.
+:data:`DEFAULT_REFINE` is the one place that decides whether output masks get CRF edge refinement by
+default (SPEC §4 asks for it where the speed target allows; it is measured by ``benchmarks/bench_segment.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence, Tuple
+
+from s2d.errors import SettingError
+
+__all__ = ["DEFAULT_FORMATS", "DEFAULT_REFINE", "FORMATS", "REFINE_MODES", "SegmentConfig", "check_formats",
+           "parse_formats"]
+
+#: Edge refinement of the output masks unless ``--refine`` says otherwise ("none" or "crf").
+DEFAULT_REFINE = "none"
+REFINE_MODES = ("none", "crf")
+#: Output formats of ``s2d segment``, in the order they are listed and written.
+FORMATS = ("ytvis", "davis", "mots", "overlay")
+DEFAULT_FORMATS = ("ytvis", "davis", "overlay")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    """How ``s2d segment`` runs the video model over a video.
+
+    Attributes:
+        model: ``"default"`` (the packaged weights) or the path of a checkpoint written by ``s2d train``.
+        score_threshold: keep tubes whose score (objectness × mask quality, in [0, 1]) is at least this.
+        max_objects: at most this many tubes per chunk, highest scores first (so at most this many objects
+            on any frame).
+        chunk: frames the model sees at once (L). Memory grows with the chunk, never with the video.
+        overlap: frames shared by consecutive chunks (0 ≤ overlap < chunk); tubes are linked across chunks
+            by their masks on these frames, so ``overlap=0`` gives every chunk new track ids.
+        max_side: the model runs on frames resized (up or down, aspect kept) so that the long side is this
+            many pixels; the model was trained on 256×448 clips. ``None``: the frames' own size.
+        link_iou: mean IoU over the shared frames that continues a track across chunks.
+        refine: ``"crf"`` snaps each output mask to the image edges with a dense CRF, ``"none"`` does not.
+        refine_max_side: the CRF runs at this long side at most (its cost grows with the pixel count);
+            the refined mask is then resized to the original frame.
+        device: torch device of the model (``"cpu"``, ``"cuda"``, ``"cuda:1"``...).
+        min_area: drop tubes covering fewer pixels than this, summed over the chunk at the model's working
+            size (empty or speck-sized queries).
+    """
+
+    model: str = "default"
+    score_threshold: float = 0.5
+    max_objects: int = 20
+    chunk: int = 8
+    overlap: int = 2
+    max_side: Optional[int] = 448
+    link_iou: float = 0.3
+    refine: str = DEFAULT_REFINE
+    refine_max_side: int = 480
+    device: str = "cpu"
+    min_area: int = 16
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> "SegmentConfig":
+        """Raise :class:`SettingError` (one line, naming the option) on a bad value; return ``self``."""
+        if not isinstance(self.model, str) or not self.model:
+            raise SettingError(f"model must be 'default' or a checkpoint path, got {self.model!r}")
+        if not _is_number(self.score_threshold) or not 0.0 <= float(self.score_threshold) <= 1.0:
+            raise SettingError(f"score threshold must be in [0, 1], got {self.score_threshold!r}")
+        if not _is_int(self.max_objects) or self.max_objects < 1:
+            raise SettingError(f"max objects must be an integer >= 1, got {self.max_objects!r}")
+        if not _is_int(self.chunk) or self.chunk < 1:
+            raise SettingError(f"chunk must be an integer >= 1, got {self.chunk!r}")
+        if not _is_int(self.overlap) or not 0 <= self.overlap < self.chunk:
+            raise SettingError(f"overlap must be an integer with 0 <= overlap < chunk ({self.chunk}), "
+                               f"got {self.overlap!r}")
+        if self.max_side is not None and (not _is_int(self.max_side) or self.max_side < 16):
+            raise SettingError(f"max side must be an integer >= 16 (or None for the frames' size), "
+                               f"got {self.max_side!r}")
+        if not _is_number(self.link_iou) or not 0.0 < float(self.link_iou) <= 1.0:
+            raise SettingError(f"link IoU must be in (0, 1], got {self.link_iou!r}")
+        if self.refine not in REFINE_MODES:
+            raise SettingError(f"refine must be one of {', '.join(REFINE_MODES)}, got {self.refine!r}")
+        if not _is_int(self.refine_max_side) or self.refine_max_side < 16:
+            raise SettingError(f"refine max side must be an integer >= 16, got {self.refine_max_side!r}")
+        if not isinstance(self.device, str) or not self.device:
+            raise SettingError(f"device must be a torch device name such as 'cpu' or 'cuda', got {self.device!r}")
+        if not _is_int(self.min_area) or self.min_area < 0:
+            raise SettingError(f"min area must be an integer >= 0, got {self.min_area!r}")
+        return self
+
+    @property
+    def step(self) -> int:
+        """Frames between the starts of consecutive chunks (``chunk - overlap``)."""
+        return self.chunk - self.overlap
+
+    def replace(self, **changes: Any) -> "SegmentConfig":
+        """A validated copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def parse_formats(text: str) -> Tuple[str, ...]:
+    """``"ytvis,davis"`` → ``("ytvis", "davis")``: known names, no repeats, in :data:`FORMATS` order."""
+    names = [n.strip().lower() for n in str(text).split(",") if n.strip()]
+    if not names:
+        raise SettingError(f"--format needs at least one of {', '.join(FORMATS)}")
+    unknown = [n for n in names if n not in FORMATS]
+    if unknown:
+        raise SettingError(f"--format: unknown format {unknown[0]!r} (choose from {', '.join(FORMATS)})")
+    return tuple(f for f in FORMATS if f in names)
+
+
+def check_formats(formats: Sequence[str]) -> Tuple[str, ...]:
+    """Validate a sequence of format names (the Python API's form of ``--format``)."""
+    if isinstance(formats, str):
+        return parse_formats(formats)
+    return parse_formats(",".join(formats))

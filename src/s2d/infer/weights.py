@@ -1,0 +1,63 @@
+"""Which video model ``s2d segment`` runs: the packaged default weights or a checkpoint by path.
+
+The default model ships inside the package (``s2d/weights/default.pt``), so ``s2d segment video.mp4``
+works after a plain ``pip install`` with no download (there is no network at run time, SPEC §2).
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+from pathlib import Path
+from typing import Any, Union
+
+from s2d.errors import SettingError
+
+__all__ = ["DEFAULT_MODEL", "default_model_path", "load_model", "resolve_device"]
+
+#: the ``--model`` value that selects the packaged weights
+DEFAULT_MODEL = "default"
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def default_model_path() -> Path:
+    """Where the packaged default weights live (the file may be missing in a development checkout)."""
+    return Path(str(importlib.resources.files("s2d") / "weights" / "default.pt"))
+
+
+def resolve_device(device: Any) -> Any:
+    """``torch.device`` of a name, with a one-line :class:`SettingError` for a bad name or a missing GPU."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise SettingError(f"--device: not a torch device: {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SettingError(f"--device {device}: no CUDA device is available")
+    return dev
+
+
+def load_model(spec: PathLike = DEFAULT_MODEL, device: Any = "cpu") -> Any:
+    """The :class:`~s2d.model.VideoMask2Former` named by ``spec``, in eval mode on ``device``.
+
+    Args:
+        spec: ``"default"`` for the packaged weights, else the path of a checkpoint written by ``s2d train``
+            (``<run>/<stage>/model.pt``) or :meth:`VideoMask2Former.save_checkpoint`.
+        device: torch device or its name.
+
+    Raises:
+        SettingError: the default weights are not installed, or the device is not available.
+        InputError: the checkpoint is missing, unreadable or does not match its stored config.
+    """
+    from s2d.model import VideoMask2Former
+
+    dev = resolve_device(device)
+    if os.fspath(spec) == DEFAULT_MODEL:
+        path = default_model_path()
+        if not path.is_file():
+            raise SettingError(f"the default model is not installed ({path} is missing); "
+                               f"pass --model PATH with a checkpoint from `s2d train`")
+    else:
+        path = Path(os.fspath(spec))
+    return VideoMask2Former.from_checkpoint(path, device=dev).eval()

@@ -1,0 +1,97 @@
+"""TubeLinker: which tubes of a new chunk continue which tracks (table-driven on 1×8-pixel frames)."""
+
+from __future__ import annotations
+
+from typing import List, Sequence, Tuple
+
+import numpy as np
+import pytest
+
+from s2d.errors import SettingError
+from s2d.infer.linking import TubeLinker, match_tubes, tube_iou
+
+
+def tube(pattern: str, frames: int) -> np.ndarray:
+    """``frames×1×W`` masks: the same row ``pattern`` ('1' = object) on every frame."""
+    row = np.array([c == "1" for c in pattern], dtype=bool)[None]
+    return np.repeat(row[None], frames, axis=0)
+
+
+def chunk(frames: Sequence[int], *patterns: str) -> Tuple[List[int], np.ndarray]:
+    masks = np.stack([tube(p, len(frames)) for p in patterns]) if patterns else np.zeros((0, len(frames), 1, 8), bool)
+    return list(frames), masks
+
+
+# each case: chunks in video order and the ids the linker must give their tubes (link_iou 0.3)
+CASES = {
+    "perfect overlap keeps the id": (
+        [chunk([0, 1, 2], "11110000"), chunk([2, 3, 4], "11110000")],
+        [[1], [1]]),
+    "no overlap starts a new id": (
+        [chunk([0, 1, 2], "11110000"), chunk([2, 3, 4], "00001111")],
+        [[1], [2]]),
+    "IoU below the threshold starts a new id": (  # 1/5 = 0.2 < 0.3
+        [chunk([0, 1, 2], "11100000"), chunk([2, 3, 4], "00111000")],
+        [[1], [2]]),
+    "IoU above the threshold keeps the id": (  # 2/4 = 0.5
+        [chunk([0, 1, 2], "11100000"), chunk([2, 3, 4], "01110000")],
+        [[1], [1]]),
+    "two tubes swapped in query order": (
+        [chunk([0, 1, 2], "11100000", "00000111"), chunk([2, 3, 4], "00000111", "11100000")],
+        [[1, 2], [2, 1]]),
+    "one-to-one: the better match wins, the other is new": (
+        [chunk([0, 1, 2], "11110000"), chunk([2, 3, 4], "11100000", "11110000")],
+        [[1], [2, 1]]),
+    "an ended id is never reused": (  # the object skips chunk 2, comes back in chunk 3 with a new id
+        [chunk([0, 1, 2], "11110000"), chunk([2, 3, 4]), chunk([4, 5, 6], "11110000")],
+        [[1], [], [2]]),
+    "ids are not reused after a gap in the middle either": (
+        [chunk([0, 1, 2], "11000000", "00000011"), chunk([2, 3, 4], "00000011"),
+         chunk([4, 5, 6], "11000000", "00000011")],
+        [[1, 2], [2], [3, 2]]),
+    "chunks without shared frames never link": (
+        [chunk([0, 1], "11110000"), chunk([2, 3], "11110000")],
+        [[1], [2]]),
+    "a shifted last chunk links on all shared frames": (
+        [chunk([0, 1, 2, 3], "11110000"), chunk([3, 4, 5, 6], "11110000"), chunk([4, 5, 6, 7], "11110000")],
+        [[1], [1], [1]]),
+    "new tubes get ids in tube order": (
+        [chunk([0, 1], "10000000", "01000000", "00100000")],
+        [[1, 2, 3]]),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_linker_table(name: str) -> None:
+    chunks, expected = CASES[name]
+    linker = TubeLinker(link_iou=0.3)
+    got = [linker.link(frames, masks) for frames, masks in chunks]
+    assert got == expected
+
+
+def test_iou_is_the_mean_over_shared_frames() -> None:
+    # frame 0 identical (IoU 1), frame 1 disjoint (IoU 0) -> 0.5
+    a = np.zeros((1, 2, 1, 4), bool)
+    b = np.zeros((1, 2, 1, 4), bool)
+    a[0, 0, 0, :2] = b[0, 0, 0, :2] = True
+    a[0, 1, 0, :2] = True
+    b[0, 1, 0, 2:] = True
+    assert tube_iou(a, b).tolist() == [[0.5]]
+    assert tube_iou(np.zeros((0, 2, 1, 4), bool), b).shape == (0, 1)
+    assert match_tubes(np.array([[0.2, 0.9], [0.8, 0.1]]), 0.5) == {0: 1, 1: 0}
+    assert match_tubes(np.array([[0.2, 0.4]]), 0.5) == {}
+
+
+def test_reference_masks_replace_the_previous_chunk() -> None:
+    """The dense labelset matches against the masks it kept per track, passed as ``reference``."""
+    linker = TubeLinker(0.3)
+    linker.link([0, 1], tube("11110000", 2)[None])
+    assert linker.shared_frames([1, 2]) == [1]
+    ref = tube("00001111", 1)[None]  # the track's kept mask on frame 1 lies elsewhere
+    assert linker.link([1, 2], tube("00001111", 2)[None], reference=ref) == [1]
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.1, 1.5])
+def test_bad_link_iou_is_a_setting_error(bad: float) -> None:
+    with pytest.raises(SettingError, match="link_iou"):
+        TubeLinker(bad)
