@@ -239,7 +239,9 @@ def test_subprocess_error_has_no_traceback(tmp_path):
 def _readme_s2d_commands():
     text = (REPO / "README.md").read_text()
     cmds = []
-    for block in re.findall(r"```(?:bash|sh|console)?\n(.*?)```", text, flags=re.S):
+    # fences pair up in order: an opening ```lang line, then the next ``` line closes it
+    blocks = re.findall(r"^```(\w*)\n(.*?)^```", text, flags=re.S | re.M)
+    for block in (body for lang, body in blocks if lang in ("", "bash", "sh", "console")):
         for line in block.splitlines():
             line = line.split(" #")[0].strip()  # drop trailing comments
             for part in re.split(r"&&|;|\|", line):

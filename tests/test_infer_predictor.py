@@ -86,6 +86,44 @@ def test_tiny_model_streams_one_result_per_frame_at_original_size(tiny_ckpt: Pat
     assert all(np.array_equal(a.masks, b.masks) and a.ids.tolist() == b.ids.tolist() for a, b in zip(out, again))
 
 
+class _NoEncode:
+    """The same model seen through ``predict`` only: every chunk then runs through the backbone in full."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def predict(self, clip, **kw):
+        return self.model.predict(clip, **kw)
+
+
+@pytest.mark.parametrize("n,L,K", [(11, 4, 1), (13, 5, 3), (9, 4, 0), (3, 8, 2)])
+def test_shared_frames_are_encoded_once_and_give_the_same_result(tiny_ckpt: Path, n: int, L: int, K: int) -> None:
+    model = load_model(tiny_ckpt, "cpu")
+    cfg = SegmentConfig(model=str(tiny_ckpt), score_threshold=0.0, chunk=L, overlap=K, max_side=64, min_area=1)
+    encoded: List[int] = []
+    encode = model.encode
+
+    def counting_encode(frames, *a, **kw):
+        encoded.append(int(frames.shape[0]))
+        return encode(frames, *a, **kw)
+
+    model.encode = counting_encode
+    frames = scene(n)
+    cached = list(VideoPredictor(model, cfg)(frames))
+    n_encoded = sum(encoded)
+    plain = list(VideoPredictor(_NoEncode(model), cfg)(frames))  # forward() encodes every chunk in full
+    # the last chunk is the video's last L frames: it may share more than K frames with the one before
+    step = L - K
+    starts = sorted({*range(0, max(n - L, 0) + 1, step), max(n - L, 0)})
+    extra = 0 if len(starts) < 2 else (starts[-2] + L) - starts[-1] - K
+    assert n_encoded == n + extra
+    assert sum(encoded) > n_encoded or len(starts) == 1
+    assert len(cached) == len(plain) == n
+    for a, b in zip(cached, plain):
+        assert a.ids.tolist() == b.ids.tolist()
+        assert (a.masks != b.masks).mean() < 1e-3  # the same up to float rounding of batched convolutions
+
+
 def test_tiny_model_api_opens_a_path(tiny_ckpt: Path, tmp_path: Path) -> None:
     from helpers import make_frame_folder
 

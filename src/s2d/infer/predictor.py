@@ -96,6 +96,7 @@ class VideoPredictor:
         self.refine_fn = refine_fn if self.config.refine == "crf" else None
         self._score_sum: Dict[int, float] = {}
         self._score_n: Dict[int, int] = {}
+        self._enc_cache: Dict[int, Tuple[torch.Tensor, List[torch.Tensor]]] = {}
         self.frames_read = 0
 
     @property
@@ -114,6 +115,7 @@ class VideoPredictor:
         """
         cfg = self.config
         self._score_sum, self._score_n = {}, {}
+        self._enc_cache: Dict[int, Tuple[torch.Tensor, List[torch.Tensor]]] = {}
         self.frames_read = 0
         linker = TubeLinker(cfg.link_iou)
         window: Deque[_Item] = deque(maxlen=cfg.chunk)  # the last ≤ L frames: the next chunk
@@ -180,7 +182,11 @@ class VideoPredictor:
         """Model on one chunk → kept tubes (≤ max_objects, by score), linked: ids, scores, logits K×L×h×w."""
         cfg = self.config
         clip = torch.from_numpy(np.stack([it.work for it in items])).permute(0, 3, 1, 2)  # L×3×h×w uint8
-        res = self.model.predict(clip, score_threshold=cfg.score_threshold)
+        encoded = self._encode(items, clip)
+        if encoded is None:
+            res = self.model.predict(clip, score_threshold=cfg.score_threshold)
+        else:
+            res = self.model.predict(clip, score_threshold=cfg.score_threshold, encoded=encoded)
         masks = res["masks"]
         logits = res.get("mask_logits")
         if logits is None:  # a model that only gives masks: ±1 logits reproduce them
@@ -193,6 +199,33 @@ class VideoPredictor:
             self._score_n[tid] = self._score_n.get(tid, 0) + 1
         return {"ids": np.asarray(ids, dtype=np.int64), "scores": scores.numpy().astype(np.float64).clip(0, 1),
                 "logits": logits}
+
+    def _encode(self, items: List[_Item], clip: torch.Tensor) -> Optional[Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Per-frame encodings of the chunk (``model.encode``), reusing those of the frames the previous chunk
+        shared with this one: every frame goes through the backbone and pixel decoder once, however large the
+        overlap. ``None`` for a model without ``encode`` (it then runs on the whole chunk)."""
+        encode = getattr(self.model, "encode", None)
+        if encode is None:
+            return None
+        cache = self._enc_cache
+        new = [j for j, it in enumerate(items) if it.pos not in cache]
+        if new:
+            was = self.model.training
+            self.model.eval()
+            try:
+                mf, mem = encode(clip[new])
+            finally:
+                self.model.train(was)
+            for k, j in enumerate(new):
+                cache[items[j].pos] = (mf[k], [m[k] for m in mem])
+        rows = [cache[it.pos] for it in items]
+        encoded = (torch.stack([r[0] for r in rows]), [torch.stack([r[1][lv] for r in rows])
+                                                        for lv in range(len(rows[0][1]))])
+        keep = {it.pos for it in items[len(items) - self.config.overlap:]} if self.config.overlap else set()
+        for pos in list(cache):
+            if pos not in keep:
+                del cache[pos]
+        return encoded
 
     @torch.no_grad()
     def _frame_result(self, item: _Item, j: int, tubes: Dict[str, Any]) -> FrameResult:

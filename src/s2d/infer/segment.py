@@ -173,6 +173,48 @@ class _Outputs:
             self.davis.close()
 
 
+class _WriterThread:
+    """Runs ``outputs.write`` on a background thread, so PNG/RLE encoding and overlay drawing and encoding (which
+    release the GIL, as torch does) overlap with the model's work on the next chunk. The queue is bounded
+    (``maxsize`` frames), so memory stays bounded by the chunk; a writer error is re-raised in the caller."""
+
+    _STOP = object()
+
+    def __init__(self, outputs: _Outputs, maxsize: int = 16) -> None:
+        import queue
+        import threading
+
+        self.outputs = outputs
+        self.error: Optional[BaseException] = None
+        self.queue: "queue.Queue[Any]" = queue.Queue(maxsize=maxsize)
+        self.thread = threading.Thread(target=self._run, name="s2d-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is self._STOP:
+                return
+            if self.error is None:  # after an error, drain without writing
+                try:
+                    self.outputs.write(*item)
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                    self.error = exc
+
+    def put(self, rgb: Any, name: str, fr: FrameResult) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put((rgb, name, fr))
+
+    def close(self) -> None:
+        """Wait until every queued frame is written; re-raise a writer error."""
+        if self.thread.is_alive():
+            self.queue.put(self._STOP)
+            self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
 def segment_video(source: PathLike, outdir: PathLike, config: Optional[SegmentConfig] = None,
                   formats: Sequence[str] = DEFAULT_FORMATS, *, model: Any = None, progress: bool = True,
                   name: Optional[str] = None) -> SegmentSummary:
@@ -213,12 +255,15 @@ def segment_video(source: PathLike, outdir: PathLike, config: Optional[SegmentCo
         outputs = _Outputs(folder, formats, info.fps or 25.0, info.orig_height, info.orig_width)
         predictor = VideoPredictor(model, config)
         bar = tqdm(total=info.num_frames, desc=name, unit="frame", disable=not progress, file=sys.stderr)
+        writer = _WriterThread(outputs)
         try:
             for frame, result in predictor.stream(stream):
-                outputs.write(frame.rgb, frame.name, result)
+                writer.put(frame.rgb, frame.name, result)
                 bar.update(1)
+            writer.close()
         except InputError as exc:  # a corrupt stream: keep the frames done, then report the frame
             bar.close()
+            writer.close()
             outputs.finish(predictor.track_scores)
             where = (f"; kept the outputs of the {outputs.frames} frame(s) before it in {folder}"
                      if outputs.frames else "")
@@ -227,7 +272,10 @@ def segment_video(source: PathLike, outdir: PathLike, config: Optional[SegmentCo
             raise err from None
         except BaseException:
             bar.close()
-            outputs.abort()
+            try:
+                writer.close()
+            finally:
+                outputs.abort()
             raise
         bar.close()
         if outputs.frames == 0:

@@ -15,7 +15,7 @@ Example::
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -75,7 +75,28 @@ class VideoMask2Former(nn.Module):
 
     # ------------------------------------------------------------------ forward
 
-    def forward(self, clips: torch.Tensor, normalized: bool = False, aux: Optional[bool] = None) -> Dict[str, Any]:
+    def encode(self, frames: torch.Tensor, normalized: bool = False) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """The per-frame part of the forward pass (backbone and pixel decoder): no frame sees another here.
+
+        ``frames``: ``N×3×H×W`` as in :meth:`forward`. Returns ``(mask_features N×D×H'×W', memory)`` with
+        ``memory`` the pixel decoder's levels ``N×C×h×w`` (coarse → fine). Streaming inference keeps the encodings
+        of the frames two overlapping chunks share and passes them back through ``forward(..., encoded=)``,
+        so no frame goes through the backbone twice.
+        """
+        h, w = frames.shape[-2:]
+        x = frames.to(self.device)
+        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+        if not normalized:
+            x = self.backbone.normalize(x)
+        div = self.config.size_divisibility
+        ph, pw = (-h) % div, (-w) % div
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph))
+        feats = self.backbone.multiscale(x)
+        return self.pixel_decoder(feats)
+
+    def forward(self, clips: torch.Tensor, normalized: bool = False, aux: Optional[bool] = None,
+                encoded: Optional[Tuple[torch.Tensor, List[torch.Tensor]]] = None) -> Dict[str, Any]:
         """Predict mask tubes and objectness for a batch of clips.
 
         Args:
@@ -83,6 +104,8 @@ class VideoMask2Former(nn.Module):
                 normalised with the backbone's mean/std when ``normalized=True``. For training use sides divisible
                 by 4: the losses compare the stride-4 logits and the targets at the same relative positions.
             aux: also return the auxiliary predictions (deep supervision); default: in training mode only.
+            encoded: :meth:`encode` of the ``B·T`` frames, computed earlier (then only their shape is read
+                from ``clips``).
 
         Returns:
             ``{"pred_logits": B×Q×2, "pred_masks": B×Q×T×ceil(H/4)×ceil(W/4), "aux_outputs": [...]}``;
@@ -95,16 +118,12 @@ class VideoMask2Former(nn.Module):
         if clips.ndim != 5 or clips.shape[2] != 3:
             raise ValueError(f"expected clips of shape B×T×3×H×W, got {tuple(clips.shape)}")
         b, t, _, h, w = clips.shape
-        x = clips.reshape(b * t, 3, h, w).to(self.device)
-        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
-        if not normalized:
-            x = self.backbone.normalize(x)
-        div = self.config.size_divisibility
-        ph, pw = (-h) % div, (-w) % div
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph))
-        feats = self.backbone.multiscale(x)
-        mask_features, memory = self.pixel_decoder(feats)
+        if encoded is None:
+            mask_features, memory = self.encode(clips.reshape(b * t, 3, h, w), normalized)
+        else:
+            mask_features, memory = encoded
+            if mask_features.shape[0] != b * t:
+                raise ValueError(f"encoded features of {mask_features.shape[0]} frames for {b}×{t} frames")
         mask_features = mask_features.view(b, t, *mask_features.shape[1:])
         out = self.decoder(memory, mask_features, aux=self.training if aux is None else aux)
         hm, wm = -(-h // 4), -(-w // 4)
@@ -116,13 +135,15 @@ class VideoMask2Former(nn.Module):
 
     @torch.no_grad()
     def predict(self, clip: torch.Tensor, normalized: bool = False, size: Optional[tuple] = None,
-                score_threshold: float = 0.0, top_k: Optional[int] = None) -> Dict[str, torch.Tensor]:
+                score_threshold: float = 0.0, top_k: Optional[int] = None,
+                encoded: Optional[Tuple[torch.Tensor, List[torch.Tensor]]] = None) -> Dict[str, torch.Tensor]:
         """Inference on one clip ``T×3×H×W`` (or ``1×T×3×H×W``) in eval mode.
 
         Scores are Mask2Former's: softmax object probability × mask quality (mean sigmoid inside the
         binarised mask). Returns ``{"scores": K, "masks": K×T×H×W bool, "mask_logits": K×T×H×W float}``
         sorted by score (highest first), at ``size`` (default: the input size), keeping queries with score
         ≥ ``score_threshold`` and at most ``top_k``. The module's train/eval mode is restored afterwards.
+        ``encoded``: the clip's :meth:`encode` output when the caller has it already (computed in eval mode).
         """
         if clip.ndim == 5:
             if clip.shape[0] != 1:
@@ -133,7 +154,7 @@ class VideoMask2Former(nn.Module):
         was = self.training
         self.eval()
         try:
-            out = self(clip[None], normalized=normalized, aux=False)
+            out = self(clip[None], normalized=normalized, aux=False, encoded=encoded)
         finally:
             self.train(was)
         prob = out["pred_logits"][0].float().softmax(-1)[:, 0]
