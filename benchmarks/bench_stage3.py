@@ -13,8 +13,11 @@ other 16, whose frames — never their GT — were training data).
 
 Methods:
 
+* ``single-frame-top1`` / ``single-frame-all`` (``--single-frame DIR``): stage 1 alone — each frame's
+  top-scored mask, or all its masks linked frame to frame by mask IoU (the "no stage 2/3" baselines).
 * ``pseudo`` (``--pseudo FILE``): the sparse keymask pseudo-labels of ``s2d discover`` over all 23 sequences;
-  frames without a keymask are empty — exactly what stage 3 trains on.
+  frames without a keymask are empty. ``pseudo-salient`` (``--pseudo-min-saliency S``): only the objects
+  training keeps (``data.min_saliency``) — exactly what stage 3 trains on.
 * ``NAME=CHECKPOINT`` (``--model``, repeatable): a trained model run as ``s2d segment`` runs it (streaming
   chunks linked by mask IoU, :mod:`s2d.infer`), with ``--score-threshold``/``--chunk``/``--overlap``/
   ``--max-side``/``--refine`` as given.
@@ -47,11 +50,15 @@ def _sequences(data: str) -> List[str]:
     return sorted(p.name for p in (Path(data) / "JPEGImages" / "480p").iterdir() if p.is_dir())
 
 
-def write_pseudo(pseudo: str, out: Path, seqs: List[str]) -> None:
-    """Write the keymask pseudo-labels of every sequence as DAVIS PNGs (frames without keymask: empty)."""
+def write_pseudo(pseudo: str, out: Path, seqs: List[str], min_saliency: float = 0.0) -> None:
+    """Write the keymask pseudo-labels of every sequence as DAVIS PNGs (frames without keymask: empty);
+    with ``min_saliency`` only the objects training keeps (``data.min_saliency``)."""
     from s2d.io.formats.ytvis import read_ytvis
 
     by_name = {Path(v.name or "").name: v for v in read_ytvis(pseudo)}
+    if min_saliency > 0:
+        for v in by_name.values():
+            v.tracks = [t for t in v.tracks if t.extra.get("saliency", 1.0) >= min_saliency]
     missing = [s for s in seqs if s not in by_name]
     if missing:
         raise SystemExit(f"{pseudo}: no pseudo-labels for {', '.join(missing)}")
@@ -160,6 +167,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--single-frame", default=None, metavar="MASKS_DIR",
                     help="stage-1 masks per sequence (bench_stage2's WORK/masks): adds 'single-frame top-1' and "
                          "'single-frame all' (all masks, linked frame to frame by IoU)")
+    ap.add_argument("--pseudo-min-saliency", type=float, default=None,
+                    help="also score the pseudo-labels training keeps (objects with saliency >= this)")
     ap.add_argument("--model", action="append", default=[], metavar="NAME=CKPT")
     ap.add_argument("--work", default="/tmp/s2d_bench_stage3", help="outputs (never inside the repo)")
     ap.add_argument("--score-threshold", type=float, default=None)
@@ -187,6 +196,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         methods += [("single-frame-top1", "sf:1"), ("single-frame-all", "sf:0")]
     if a.pseudo:
         methods.append(("pseudo", None))
+        if a.pseudo_min_saliency:
+            methods.append(("pseudo-salient", None))
     for m in a.model:
         name, _, ckpt = m.partition("=")
         methods.append((name, ckpt))
@@ -195,7 +206,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         out = work / name
         info: Dict[str, float] = {}
         if ckpt is None:
-            write_pseudo(a.pseudo, out, seqs)
+            write_pseudo(a.pseudo, out, seqs, a.pseudo_min_saliency if name == "pseudo-salient" else 0.0)
         elif ckpt.startswith("sf:"):
             write_single_frame(a.single_frame, out, seqs, int(ckpt[3:]) or None)
         else:

@@ -272,7 +272,7 @@ def _add_segment(sub: "argparse._SubParsersAction") -> None:
         epilog="examples:\n"
                "  s2d segment ../shared/data/videos/bikes.mp4 -o out\n"
                "  s2d segment a.mp4 b.mp4 frames/ -o out --format ytvis,davis,mots,overlay\n"
-               "  s2d segment bikes.mp4 -o out --model runs/train/self-distill/model.pt --score-threshold 0.7\n"
+               "  s2d segment bikes.mp4 -o out --model runs/train/model.pt --score-threshold 0.7\n"
                "  s2d segment long.mp4 -o out --chunk 16 --overlap 4 --max-side 640 --refine crf --device cuda\n"
                "  s2d eval davis --gt ../shared/data/davis2016 --pred out/ --protocol union",
         formatter_class=_FORMATTER,
@@ -292,8 +292,8 @@ def _add_segment(sub: "argparse._SubParsersAction") -> None:
                    help=f"frames shared by consecutive chunks, 0 <= K < L; tracks are linked on them "
                         f"(default {d.overlap}; 0: every chunk starts new ids)")
     p.add_argument("--max-side", type=int, default=d.max_side, metavar="PX",
-                   help=f"the model runs on frames resized to this long side (default {d.max_side}, the training "
-                        f"scale); masks are written at the original size")
+                   help=f"the model runs on frames resized to this long side (default {d.max_side}); masks are "
+                        f"written at the original size")
     p.add_argument("--refine", choices=["none", "crf"], default=DEFAULT_REFINE,
                    help=f"snap mask edges to the image with a dense CRF at <= {d.refine_max_side} px "
                         f"(default {DEFAULT_REFINE})")

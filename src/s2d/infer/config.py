@@ -40,13 +40,16 @@ class SegmentConfig:
     Attributes:
         model: ``"default"`` (the packaged weights) or the path of a checkpoint written by ``s2d train``.
         score_threshold: keep tubes whose score (objectness × mask quality, in [0, 1]) is at least this.
+            0.7 was chosen on the ``seen`` DAVIS split (``benchmarks/RESULTS.md``, stage 4).
         max_objects: at most this many tubes per chunk, highest scores first (so at most this many objects
             on any frame).
         chunk: frames the model sees at once (L). Memory grows with the chunk, never with the video.
         overlap: frames shared by consecutive chunks (0 ≤ overlap < chunk); tubes are linked across chunks
             by their masks on these frames, so ``overlap=0`` gives every chunk new track ids.
         max_side: the model runs on frames resized (up or down, aspect kept) so that the long side is this
-            many pixels; the model was trained on 256×448 clips. ``None``: the frames' own size.
+            many pixels. ``None``: the frames' own size. The model was trained on 256×448 crops of frames
+            zoomed 1–1.5× beyond the 448 px scale; 576 px (zoom 1.29) measured +0.03 union J on the ``seen``
+            split over 448, and 640 px little more at 1.2× the cost (``benchmarks/RESULTS.md``, stage 4).
         link_iou: mean IoU over the shared frames that continues a track across chunks.
         refine: ``"crf"`` snaps each output mask to the image edges with a dense CRF, ``"none"`` does not.
         refine_max_side: the CRF runs at this long side at most (its cost grows with the pixel count);
@@ -57,11 +60,11 @@ class SegmentConfig:
     """
 
     model: str = "default"
-    score_threshold: float = 0.5
+    score_threshold: float = 0.7
     max_objects: int = 20
     chunk: int = 8
     overlap: int = 2
-    max_side: Optional[int] = 448
+    max_side: Optional[int] = 576
     link_iou: float = 0.3
     refine: str = DEFAULT_REFINE
     refine_max_side: int = 480
