@@ -11,7 +11,7 @@ Measures on the shared DAVIS-2016 sequences (854×480):
 
 Usage::
 
-    python benchmarks/bench_flow.py [--data /work/shared/data/davis2016] [--every 5] [--quick]
+    python benchmarks/bench_flow.py [--data ../shared/data/davis2016] [--every 5] [--quick]
 
 Prints a markdown table; ``--json PATH`` also writes the numbers.
 """
@@ -129,7 +129,7 @@ def bench_cache(root: Path, cfg: FlowConfig, n: int):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", default="/work/shared/data/davis2016")
+    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "davis2016"))
     ap.add_argument("--every", type=int, default=5)
     ap.add_argument("--pairs", type=int, default=40, help="frame pairs timed per setting")
     ap.add_argument("--sides", default="854,512", help="working long sides to compare (854 = full 480p)")

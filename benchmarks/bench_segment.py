@@ -19,9 +19,9 @@ writers do less work than with a trained model). ``--frames N`` limits the speed
 
 Usage::
 
-    /work/venv/bin/python benchmarks/bench_segment.py --model runs/train/self-distill/model.pt --threads 2 \\
+    python benchmarks/bench_segment.py --model runs/train/self-distill/model.pt --threads 2 \\
         --out benchmarks/results/segment.md
-    /work/venv/bin/python benchmarks/bench_segment.py --model preset:cpu --frames 10 --mem-frames 20,40
+    python benchmarks/bench_segment.py --model preset:cpu --frames 10 --mem-frames 20,40
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from typing import Iterator, List
 
 import numpy as np
 
-DEFAULT_SOURCE = "/work/shared/data/davis2016/JPEGImages/480p/bmx-bumps"
+DEFAULT_SOURCE = str(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "davis2016" / "JPEGImages" / "480p" / "bmx-bumps")
 
 
 def _set_threads(n: int) -> None:
@@ -213,7 +213,7 @@ def markdown(cmd: str, sp: dict, mem: List[dict], threads: int) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="example:\n  /work/venv/bin/python benchmarks/bench_segment.py "
+                                 epilog="example:\n  python benchmarks/bench_segment.py "
                                         "--model preset:cpu --frames 10 --mem-frames 20,40")
     ap.add_argument("--source", default=DEFAULT_SOURCE,
                     help="480p video file or frame folder (default: DAVIS bmx-bumps)")

@@ -29,7 +29,7 @@ Metrics per sequence (means over the 23 sequences in the last row):
 
 Usage::
 
-    /work/venv/bin/python benchmarks/bench_stage2.py --workers 2 --work /tmp/s2d_bench_stage2 \\
+    python benchmarks/bench_stage2.py --workers 2 --work /tmp/s2d_bench_stage2 \\
         --out benchmarks/results/stage2.md
 """
 
@@ -49,7 +49,7 @@ from typing import Dict, List, Optional
 import cv2
 import numpy as np
 
-DATA = "/work/shared/data/davis2016"
+DATA = str(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "davis2016")
 
 
 def _worker_init() -> None:
@@ -282,7 +282,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     total_wall = time.perf_counter() - t_all
     F = sum(r["frames"] for r in rows)
     table, mean, w = to_markdown(rows, {})
-    cmd = "/work/venv/bin/python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:]))
+    cmd = "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:]))
     md = [
         "# Stage 2 — keymask discovery on DAVIS-2016 (issue 5)",
         "",

@@ -24,7 +24,7 @@ Methods:
 
 GT is used only here, for measuring. Usage::
 
-    /work/venv/bin/python benchmarks/bench_stage3.py --pseudo /tmp/s2d_b2/discover/pseudo_labels.json \\
+    python benchmarks/bench_stage3.py --pseudo /tmp/s2d_b2/discover/pseudo_labels.json \\
         --model distilled=runs/train_seen/distill/model.pt \\
         --model self-distilled=runs/train_seen/self-distill/model.pt \\
         --work /tmp/s2d_b3 --out benchmarks/results/stage3.md
@@ -42,7 +42,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-DATA = "/work/shared/data/davis2016"
+DATA = str(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "davis2016")
 UNSEEN = ("boat", "breakdance-flare", "dog-agility", "hockey", "kite-walk", "motocross-bumps", "stroller")
 
 
@@ -222,7 +222,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     row[f"{split}_{protocol}_{k}"] = v
         rows.append(row)
         print(json.dumps(row), flush=True)
-    cmd = "/work/venv/bin/python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:]))
+    cmd = "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:]))
     lines = ["| method | split | union J | union F | union J&F | unsup. J | unsup. F | unsup. J&F | s/frame |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -1,7 +1,7 @@
 """Point-tracker visibility / position quality on DAVIS-2016, measured the way keymask discovery uses it.
 
-    /work/venv/bin/python benchmarks/bench_tracking.py [--seqs all|bmx-bumps,boat,...] [--every 10]
-        [--config NAME=JSON ...] [--data /work/shared/data/davis2016]
+    python benchmarks/bench_tracking.py [--seqs all|bmx-bumps,boat,...] [--every 10]
+        [--config NAME=JSON ...] [--data ../shared/data/davis2016]
 
 ``--config`` (repeatable) names a FlowTracker variant: a JSON object of :class:`FlowTrackerConfig` fields,
 ``flow`` fields (:class:`FlowConfig`) may be given at the top level too, e.g.
@@ -37,6 +37,7 @@ import json
 import os
 import time
 from dataclasses import fields
+from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 import cv2
@@ -184,7 +185,7 @@ def fmt_row(label: str, r: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default="/work/shared/data/davis2016")
+    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "davis2016"))
     ap.add_argument("--seqs", default="all")
     ap.add_argument("--every", type=int, default=10, help="query every N-th frame (default 10)")
     ap.add_argument("--config", action="append", default=[], metavar="NAME=JSON")

@@ -1,6 +1,6 @@
 """Keymask discovery driven by the flow tracker on DAVIS-2016: speed and identity coherence.
 
-    /work/venv/bin/python benchmarks/bench_tracking_discovery.py [SEQ ... | all] [--set key=value ...]
+    python benchmarks/bench_tracking_discovery.py [SEQ ... | all] [--set key=value ...]
 
 Stand-in for stage 1: on every frame the GT mask plus two random ellipses (distractors that change
 every frame), i.e. ~3 single-frame masks per frame. Reports prepare and discovery seconds per frame,
@@ -17,6 +17,7 @@ import argparse
 import ast
 import os
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -32,7 +33,7 @@ DEFAULT_SEQS = "kite-walk dance-jump boat breakdance-flare horsejump-low rollerb
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("seqs", nargs="*", default=DEFAULT_SEQS)
-    ap.add_argument("--data", default="/work/shared/data/davis2016")
+    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "davis2016"))
     ap.add_argument("--set", action="append", default=[], help="FlowTrackerConfig field=value")
     a = ap.parse_args()
     if a.seqs == ["all"]:

@@ -28,7 +28,7 @@ Levels compared:
 
 Usage (see benchmarks/results/davis_equality.md)::
 
-    /work/venv/bin/python benchmarks/compare_official_davis.py \
+    python benchmarks/compare_official_davis.py \
         --official-python /work/official_davis_venv/bin/python --official-src /work/official_davis_src
 """
 

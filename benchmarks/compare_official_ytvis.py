@@ -14,7 +14,7 @@ Set-up of the official side (nothing of it lives in this repository)::
 
 Run::
 
-    /work/venv/bin/python benchmarks/compare_official_ytvis.py \\
+    python benchmarks/compare_official_ytvis.py \\
         --official /work/official_ytvis_src/PythonAPI \\
         --official-python /work/official_ytvis_venv/bin/python --cases 300 --seed 0
 

@@ -9,7 +9,7 @@ threshold (which filters per chunk); the chosen default is then confirmed by ``b
 
 Usage (``KEY=VALUE`` are :class:`s2d.infer.SegmentConfig` fields)::
 
-    /work/venv/bin/python benchmarks/sweep_segment_settings.py CKPT WORKDIR [max_side=576] [refine=crf] ...
+    python benchmarks/sweep_segment_settings.py CKPT WORKDIR [max_side=576] [refine=crf] ...
 """
 
 import sys, json, glob, numpy as np, cv2, torch
@@ -23,7 +23,7 @@ kw = {k: (float(v) if k in ('score_threshold',) else (None if v == 'none' else (
 kw.setdefault('score_threshold', 0.2)
 cfg = SegmentConfig(model=ckpt, **kw)
 model = load_model(ckpt, 'cpu')
-DATA = '/work/shared/data/davis2016'
+DATA = str(Path(__file__).resolve().parents[1].parent / 'shared' / 'data' / 'davis2016')
 UNSEEN = {"boat", "breakdance-flare", "dog-agility", "hockey", "kite-walk", "motocross-bumps", "stroller"}
 seqs = sorted(p.name for p in Path(DATA, 'JPEGImages/480p').iterdir())
 thrs = [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
