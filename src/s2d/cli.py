@@ -627,6 +627,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     results = train(args.config, args.data, args.videos, args.output, resume=args.resume,
                     overrides=args.overrides, stages=args.stages, device=args.device,
                     progress=sys.stderr.isatty())
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports (it wrote the files)
+        return 0
     for stage, res in results.items():
         where = getattr(res, "model_path", None) or getattr(res, "checkpoint", None)
         print(f"train: {stage}: step {getattr(res, 'step', '?')} -> {where}", file=sys.stderr)

@@ -9,6 +9,7 @@ see :mod:`s2d.train.loop`); only rank 0 writes checkpoints, metrics and dense la
 from __future__ import annotations
 
 import atexit
+import warnings
 import os
 from dataclasses import dataclass
 from typing import Optional, Union
@@ -72,8 +73,12 @@ def wrap_ddp(model: nn.Module, env: DistEnv, find_unused_parameters: bool = Fals
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     ids = [env.device.index] if env.device.type == "cuda" else None
-    return DDP(model, device_ids=ids, find_unused_parameters=find_unused_parameters,
-               broadcast_buffers=False)
+    with warnings.catch_warnings():
+        # recent torch deprecates broadcast_buffers but tells callers that rely on buffers not being synced
+        # (ours were set up this way on purpose) to keep it until its replacement can skip the initial sync
+        warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
+        return DDP(model, device_ids=ids, find_unused_parameters=find_unused_parameters,
+                   broadcast_buffers=False)
 
 
 def barrier(env: Optional[DistEnv] = None) -> None:
