@@ -183,3 +183,29 @@ def test_ray_matches_the_process_pool(tmp_path, dataset):
     finally:
         ray.shutdown()
     assert _merged(tmp_path / "ray") == _merged(tmp_path / "pool")
+
+
+def test_video_declaring_more_frames_than_it_decodes(tmp_path, monkeypatch):
+    """Complete mp4s can declare a frame or two more than they decode (edit lists, dropped B-frames; e.g.
+    two of the shared clips). Stage 1 then must not size the video by the declared count, or the tracker
+    (which counts decoded frames) disagrees and the video fails."""
+    import dataclasses
+
+    import s2d.io.video as video_io
+    from s2d.keymasks.run import discover_video
+
+    frames, _ = _scene(0)
+    path = tmp_path / "clip.mp4"
+    make_video(path, frames, fps=10)
+    real_probe = video_io.probe_video
+
+    def over_declaring_probe(source, **kw):
+        info = real_probe(source, **kw)
+        return dataclasses.replace(info, total_frames=T + 2, num_frames=T + 2)
+
+    monkeypatch.setattr(video_io, "probe_video", over_declaring_probe)
+    assert video_io.probe_video(path).total_frames == T + 2
+    _, vids = collect_inputs([str(path)])
+    rec = discover_video(vids[0], DiscoverSettings(max_side=96))
+    assert rec["video"]["length"] == T
+    assert all(len(a["segmentations"]) == T for a in rec["annotations"])

@@ -221,8 +221,10 @@ def _single_frame_masks(video: VideoInput, settings: DiscoverSettings, progress:
             next_id[0] += len(fm)
             yield fr
 
+    # the length is what decodes, not what the container declares: complete mp4s can declare a frame or two
+    # more (edit lists, dropped B-frames), and the tracker, training and export all count decoded frames
     return VideoSegmentation.from_frames(frames(), info.orig_height, info.orig_width,
-                                         num_frames=info.total_frames, fps=info.fps, name=video.rel)
+                                         fps=info.fps, name=video.rel)
 
 
 def _build_tracker(settings: DiscoverSettings):
