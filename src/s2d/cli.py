@@ -620,6 +620,7 @@ def _cmd_discover(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from s2d.train import train
+    from s2d.train.ddp import is_main_process
 
     for path, what in ((args.data, "pseudo-labels"), (args.videos, "videos root")):
         if not Path(path).exists():
@@ -627,7 +628,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     results = train(args.config, args.data, args.videos, args.output, resume=args.resume,
                     overrides=args.overrides, stages=args.stages, device=args.device,
                     progress=sys.stderr.isatty())
-    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports (it wrote the files)
+    if not is_main_process():  # under torchrun only rank 0 reports (it wrote the files)
         return 0
     for stage, res in results.items():
         where = getattr(res, "model_path", None) or getattr(res, "checkpoint", None)

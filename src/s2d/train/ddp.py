@@ -9,8 +9,8 @@ see :mod:`s2d.train.loop`); only rank 0 writes checkpoints, metrics and dense la
 from __future__ import annotations
 
 import atexit
-import warnings
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Optional, Union
 
@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["DistEnv", "init_distributed", "wrap_ddp", "barrier", "all_reduce_mean", "any_true", "cleanup"]
+__all__ = ["DistEnv", "init_distributed", "is_main_process", "wrap_ddp", "barrier", "all_reduce_mean", "any_true", "cleanup"]
 
 
 @dataclass
@@ -63,6 +63,12 @@ def init_distributed(device: Union[str, torch.device, None] = None) -> DistEnv:
     if dist.is_available() and dist.is_initialized():
         rank, world = dist.get_rank(), dist.get_world_size()
     return DistEnv(rank, world, local, dev, here)
+
+
+def is_main_process() -> bool:
+    """True unless this process is a rank other than 0 of a live process group (the group outlives
+    :func:`s2d.train.train`, see :func:`init_distributed`), so callers can tell after training who reports."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def wrap_ddp(model: nn.Module, env: DistEnv, find_unused_parameters: bool = False) -> nn.Module:
