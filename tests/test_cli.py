@@ -288,3 +288,34 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     exec(compile(code, "README.md", "exec"), {})
     assert len(list((tmp_path / "pngs").glob("*.png"))) == video.num_frames
     assert (tmp_path / "overlay.mp4").stat().st_size > 0
+
+
+@pytest.mark.parametrize("kind", ["video", "folder"])
+def test_export_dataset_with_video_is_a_trainable_labelset(tmp_path, kind):
+    """`s2d export RESULTS --to ytvis --dataset --video SRC` names the video as `s2d discover` does, so
+    `s2d train --videos <folder of SRC>` reads it: the user path for the image warm start on stage-1 masks."""
+    from s2d.train.config import DataConfig
+    from s2d.train.data import ClipDataset
+    from tests.helpers import make_frame_folder, make_video
+
+    video = _video()
+    frames = [np.full((video.height, video.width, 3), 40 * t, np.uint8) for t in range(video.num_frames)]
+    src = tmp_path / "data" / ("clip.mp4" if kind == "video" else "clip")
+    if kind == "video":
+        src.parent.mkdir()
+        make_video(src, frames, fps=10)
+    else:
+        make_frame_folder(src, frames)
+    formats.write_ytvis_results(tmp_path / "masks.json", [video])
+    out = tmp_path / "labels.json"
+    assert main(["export", str(tmp_path / "masks.json"), "--to", "ytvis", "--dataset", "--video", str(src),
+                 "-o", str(out)]) == 0
+    rec = json.loads(out.read_text())["videos"][0]
+    assert (rec["source"], rec["source_kind"]) == (src.name, kind)
+    assert len(rec["file_names"]) == video.num_frames
+    ds = ClipDataset(out, tmp_path / "data", DataConfig(clip_len=1, size=(12, 16), min_scale=1.0, max_scale=1.0,
+                                                        flip=False, brightness=0.0, contrast=0.0, min_saliency=0.0))
+    clip, target = ds.sample(0)
+    assert clip.shape == (1, 3, 12, 16) and target["masks"].shape[1:] == (1, 12, 16)
+    t = target["frames"][0]
+    assert abs(float(clip.mean()) - 40 * t / 255) < 0.03  # the labelled frame itself was decoded

@@ -108,7 +108,9 @@ def _add_export(sub: "argparse._SubParsersAction") -> None:
                    help="with a multi-video YouTube-VIS input, export only this video_id")
     p.add_argument("--gt", metavar="GT.json",
                    help="YouTube-VIS dataset JSON giving sizes, lengths and names of the videos of a results file")
-    p.add_argument("--dataset", action="store_true", help="with --to ytvis: write the dataset (GT) format")
+    p.add_argument("--dataset", action="store_true",
+                   help="with --to ytvis: write the dataset (GT) format; with --video also a labelset that "
+                        "`s2d train --videos <folder of the video>` reads")
     p.add_argument("--score-threshold", type=float, default=0.0, metavar="S",
                    help="drop tracks scoring below S (default 0: keep all)")
     p.set_defaults(func=_cmd_export)
@@ -542,7 +544,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if args.to == "ytvis":
         if args.dataset:
-            formats.write_ytvis_dataset(out, videos)
+            fields = None
+            if args.video:  # also a labelset `s2d train --videos <folder of --video>` reads
+                from s2d.keymasks.run import labelset_video_fields
+
+                fields = [labelset_video_fields(args.video, videos[0].num_frames)]
+            formats.write_ytvis_dataset(out, videos, video_fields=fields)
         else:
             formats.write_ytvis_results(out, videos)
         print(f"wrote {out} ({len(videos)} video(s))", file=sys.stderr)

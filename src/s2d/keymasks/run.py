@@ -479,7 +479,7 @@ def merge_outputs(outdir: Path, videos: Sequence[VideoInput], root: Optional[Pat
             raise InputError(p, f"unreadable per-video result: {exc}") from None
         vid = dict(rec["video"])
         vid["id"] = len(merged_videos) + 1
-        vid["file_names"] = _file_names(v, vid["length"])
+        vid["file_names"] = frame_file_names(v, vid["length"])
         merged_videos.append(vid)
         for ann in rec["annotations"]:
             a = dict(ann)
@@ -500,7 +500,18 @@ def merge_outputs(outdir: Path, videos: Sequence[VideoInput], root: Optional[Pat
     return path
 
 
-def _file_names(video: VideoInput, length: int) -> List[str]:
+def labelset_video_fields(source: str, length: int) -> Dict[str, Any]:
+    """``source``, ``source_kind`` and ``file_names`` that make a dataset record of the video file or frame
+    folder ``source`` a labelset `s2d train --videos PARENT` can read, PARENT being the folder holding
+    ``source`` (the default root of :func:`collect_inputs`, named as :func:`merge_outputs` names videos)."""
+    _, vids = collect_inputs([source])
+    v = vids[0]
+    return {"source": v.rel, "source_kind": v.kind, "file_names": frame_file_names(v, length)}
+
+
+def frame_file_names(video: VideoInput, length: int) -> List[str]:
+    """``file_names`` of a labelset record: real relative frame paths of a folder, ``<rel>/<index:05d>`` for a
+    video file (frames decoded by index)."""
     if video.kind == "folder":
         from s2d.io.video import natural_key
 

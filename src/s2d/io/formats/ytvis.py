@@ -475,6 +475,13 @@ def write_ytvis_results(path: PathLike, videos: Union[Videos, Iterable[VideoSegm
 
 
 def write_ytvis_dataset(path: PathLike, videos: Union[Videos, Iterable[VideoSegmentation]],
-                        categories: Optional[Sequence[Mapping[str, Any]]] = None) -> Path:
-    """Write :func:`to_ytvis_dataset` JSON atomically (temp file + rename); returns the path."""
-    return atomic_write_text(path, _dump(to_ytvis_dataset(videos, categories)))
+                        categories: Optional[Sequence[Mapping[str, Any]]] = None,
+                        video_fields: Optional[Sequence[Mapping[str, Any]]] = None) -> Path:
+    """Write :func:`to_ytvis_dataset` JSON atomically (temp file + rename); returns the path.
+
+    ``video_fields``: per video, keys that replace or extend its record (e.g. ``source``/``file_names``
+    that make the dataset a labelset ``s2d train`` reads)."""
+    data = to_ytvis_dataset(videos, categories)
+    for rec, extra in zip(data["videos"], video_fields or ()):
+        rec.update(extra)
+    return atomic_write_text(path, _dump(data))
