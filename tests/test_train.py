@@ -323,6 +323,62 @@ def test_image_warm_start_then_init_and_resume_config_mismatch(dataset: Path, tm
         train_stage(other, dataset, videos, tmp_path / "main", progress=False, resume=True)
 
 
+@pytest.mark.parametrize("start", ["teacher", "init"])
+def test_self_distill_student_starts_where_configured(dataset: Path, tmp_path: Path, monkeypatch, start):
+    import s2d.train.loop as loop
+
+    seen = {}
+    real = loop.train_stage
+
+    def spy(cfg, data, videos, run, stage="distill", **kw):
+        seen[stage] = kw.get("init")
+        return real(cfg, data, videos, run, stage, **kw)
+
+    monkeypatch.setattr(loop, "train_stage", spy)
+    cfg = load_train_config(tiny_config(max_iter=2), ["solver.self_distill_iter=1", "dense.tta_flip=true",
+                                                      f"self_distill_init={start}"])
+    run = tmp_path / "run"
+    loop.train(cfg, dataset, dataset.parent / "videos", run, progress=False)
+    assert seen["distill"] is None
+    assert seen["self-distill"] == (run / "distill" / "model.pt" if start == "teacher" else None)
+    with pytest.raises(SettingError, match="self_distill_init"):
+        load_train_config(cfg, ["self_distill_init=scratch"])
+    # resuming with a changed setting records what is used from now on and keeps the earlier record
+    first = json.loads((run / "train_config.json").read_text())
+    loop.train(load_train_config(cfg, ["dense.min_area=5"]), dataset, dataset.parent / "videos", run,
+               resume=True, progress=False)
+    assert json.loads((run / "train_config.json").read_text())["dense"]["min_area"] == 5
+    assert json.loads((run / "train_config.1.json").read_text()) == first
+
+
+def test_self_distill_rounds_chain_their_labels_and_resume(dataset: Path, tmp_path: Path, monkeypatch):
+    import s2d.train.loop as loop
+
+    calls = []
+    real = loop.train_stage
+
+    def spy(cfg, data, videos, run, stage="distill", **kw):
+        calls.append((stage, Path(data), kw.get("init")))
+        return real(cfg, data, videos, run, stage, **kw)
+
+    monkeypatch.setattr(loop, "train_stage", spy)
+    cfg = load_train_config(tiny_config(max_iter=2), ["solver.self_distill_iter=1", "self_distill_rounds=2"])
+    run = tmp_path / "run"
+    res = loop.train(cfg, dataset, dataset.parent / "videos", run, progress=False)
+    assert [c[0] for c in calls] == ["distill", "self-distill", "self-distill-2"]
+    assert calls[1][1:] == (run / "dense_labels.json", run / "distill" / "model.pt")
+    assert calls[2][1:] == (run / "dense_labels_2.json", run / "self-distill" / "model.pt")
+    assert load_labelset(run / "dense_labels_2.json").videos
+    assert res["self-distill-2"].step == 1 and (run / "self-distill-2" / "model.pt").is_file()
+    final = VideoMask2Former.from_checkpoint(run / "model.pt").state_dict()
+    last = VideoMask2Former.from_checkpoint(run / "self-distill-2" / "model.pt").state_dict()
+    assert all(torch.allclose(final[k].float(), last[k].float(), atol=1e-2) for k in final)
+    again = loop.train(cfg, dataset, dataset.parent / "videos", run, resume=True, progress=False)
+    assert all(r.skipped for r in again.values()) and list(again) == ["distill", "self-distill", "self-distill-2"]
+    with pytest.raises(SettingError, match="self_distill_rounds"):
+        load_train_config(cfg, ["self_distill_rounds=0"])
+
+
 def test_cli_train_runs_both_stages_and_resumes(dataset: Path, tmp_path: Path):
     """`s2d train` as a user types it: tiny preset, both stages, then --resume finds them finished."""
     from s2d.cli import main

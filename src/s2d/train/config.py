@@ -3,7 +3,8 @@
 Presets (:func:`train_preset`):
 
 * ``tiny``  — tests: the ``tiny`` model, 2 clips of 3 frames at 64×64, a few steps.
-* ``cpu``   — default: the ``cpu`` model, AdamW 1e-4, 2 clips of 3 frames at 256×448, 600 + 300 iterations.
+* ``cpu``   — default: the ``cpu`` model, AdamW 1e-4, 2 clips of 3 frames at 256×448, 600 iterations of
+  distillation, then 2 self-distillation rounds of 300.
 * ``paper`` — the S2D ytvis configs (PAPER.md §3–4): ``paper`` model, AdamW lr 1e-6, wd 0.05, backbone ×0.1,
   4 clips, 32k iterations, lr ×0.1 at 20200, warm-up 10, full-model L2 grad clip 0.01, EMA 0.999,
   teacher score ≥ 0.75, short side ∈ {360, 480} by clip, flip by clip, brightness/contrast.
@@ -102,11 +103,16 @@ class DenseConfig:
     overlap: int = 1
     score_threshold: float = 0.75
     link_iou: float = 0.5
-    max_side: Optional[int] = 448
+    max_side: Optional[int] = 576  # as `s2d segment` runs the model (its best working size, RESULTS.md)
     keep_keymasks: bool = True
     keymask_iou: float = 0.3
-    refine: str = "crf"  # "none" | "crf" (at the working size; FINDINGS §1: dense labels must be sharp)
+    # "none" | "crf" (at the working size). Measured (benchmarks/results/stage3_selfdistill.md): the CRF lowers
+    # the dense labels' J on the seen sequences (0.653 → 0.628; it erases low-contrast objects) and the
+    # self-distilled model's unseen union J (0.626 → 0.609), so labels stay as the teacher predicts them
+    refine: str = "none"
     min_area: int = 16
+    tta_flip: bool = False  # consensus with the mirrored clip (s2d.infer.tta)
+    tta_scales: Tuple[float, ...] = ()  # consensus with the clip resized by these factors, e.g. [1.25]
 
 
 @dataclass
@@ -117,6 +123,13 @@ class TrainConfig:
     model_overrides: List[str] = field(default_factory=list)
     init: Optional[str] = None
     stages: Tuple[str, ...] = ("distill", "self-distill")
+    # where the self-distill student starts: "teacher" (the distilled model, fine-tuned on the dense labels) or
+    # "init" (what distill started from: ``init`` or the ImageNet backbone — a fresh student, Noisy-Student style)
+    self_distill_init: str = "teacher"
+    # self-distillation rounds: each predicts the dense labels with the previous round's model (round 1: the
+    # distilled one) and trains on them. Measured on `unseen`: round 1 +0.03 union J, round 2 another +0.02
+    # (benchmarks/results/stage3_selfdistill.md); PAPER §3: "followed by another round of self-distillation"
+    self_distill_rounds: int = 2
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 100
@@ -145,6 +158,10 @@ class TrainConfig:
             raise SettingError("solver.lr must be > 0 and solver.max_iter ≥ 1")
         if self.log_every < 1 or self.checkpoint_every < 1:
             raise SettingError("log_every and checkpoint_every must be ≥ 1")
+        if not isinstance(self.self_distill_rounds, int) or self.self_distill_rounds < 1:
+            raise SettingError(f"self_distill_rounds must be an integer ≥ 1, got {self.self_distill_rounds!r}")
+        if self.self_distill_init not in ("teacher", "init"):
+            raise SettingError(f"self_distill_init must be 'teacher' or 'init', got {self.self_distill_init!r}")
         if self.dense.refine not in ("none", "crf"):
             raise SettingError(f"dense.refine must be 'none' or 'crf', got {self.dense.refine!r}")
         if self.dense.window < 1 or not 0 <= self.dense.overlap < self.dense.window:
@@ -197,7 +214,7 @@ def _check_keys(cls: type, d: Mapping[str, Any], prefix: str) -> None:
 
 def _tiny() -> TrainConfig:
     return TrainConfig(
-        model="tiny", seed=0, log_every=1, checkpoint_every=2,
+        model="tiny", seed=0, log_every=1, checkpoint_every=2, self_distill_rounds=1,
         solver=SolverConfig(lr=1e-3, max_iter=6, self_distill_iter=4, steps=(0.8,), warmup_iters=0, grad_clip=1.0),
         data=DataConfig(batch_size=2, size=(64, 64), min_scale=1.0, max_scale=1.2),
         distill=DistillConfig(ema_momentum=0.9),
@@ -220,7 +237,7 @@ def _paper() -> TrainConfig:
                         flip=True, brightness=0.2, contrast=0.2, min_saliency=0.0),
         distill=DistillConfig(ema_momentum=0.999, ema_warmup=False, score_threshold=0.75, mask_threshold=0.0,
                               weight=1.0),
-        dense=DenseConfig(score_threshold=0.75, max_side=None, refine="crf"),
+        dense=DenseConfig(score_threshold=0.75, max_side=None, refine="none"),  # the reference has no CRF
     )
 
 

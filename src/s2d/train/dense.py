@@ -3,9 +3,11 @@
 Every training video is predicted in sliding windows of ``window`` frames overlapping by ``overlap`` frames
 (at ``max_side``), predictions with score ≥ ``score_threshold`` (0.75) are kept and linked across windows by
 mean mask IoU on the shared frames (Hungarian, ≥ ``link_iou``; unmatched → new object; the
-:class:`s2d.infer.linking.TubeLinker` that streaming inference uses too). Masks are refined
-at the working size (``refine="crf"``: :func:`s2d.frames.refine.crf_refine` on the frame, or any
-``refine_fn(rgb, mask) -> mask``), brought to the video's size and written as RLE. With ``keep_keymasks``
+:class:`s2d.infer.linking.TubeLinker` that streaming inference uses too). With ``tta_flip``/``tta_scales``
+each window's prediction is the consensus of the teacher's views (:func:`s2d.infer.tta.predict_tta`).
+Masks can be refined at the working size (``refine="crf"``: :func:`s2d.frames.refine.crf_refine` on the
+frame, or any ``refine_fn(rgb, mask) -> mask``; off by default, it measured worse), brought to the video's
+size and written as RLE. With ``keep_keymasks``
 each keymask object is matched to a dense object (mean IoU on its keymask frames ≥ ``keymask_iou``) whose
 masks it replaces on those frames (the keymask wins on its frame); unmatched keymask objects are kept as
 they are. Output: the same YTVIS
@@ -26,6 +28,7 @@ from pycocotools import mask as mask_utils
 
 from s2d import rle as rle_utils
 from s2d.infer.linking import TubeLinker, match_tubes
+from s2d.infer.tta import predict_tta
 from s2d.io.atomic import atomic_write_text
 from s2d.train.config import DenseConfig
 from s2d.train.data import Labelset, LabelledVideo, iter_video_frames, load_labelset
@@ -92,7 +95,7 @@ def predict_video_dense(model: Any, frames: Iterable[np.ndarray], length: int, c
         idx = list(range(s, min(T, s + cfg.window)))
         fetch(idx[-1])
         clip = torch.from_numpy(np.stack([buf[t][1] for t in idx])).permute(0, 3, 1, 2).float().div_(255.0)
-        res = model.predict(clip, score_threshold=cfg.score_threshold)
+        res = predict_tta(model, clip, cfg.score_threshold, flip=cfg.tta_flip, scales=cfg.tta_scales)
         masks = res["masks"].cpu()  # K×t×h×w
         keep = masks.flatten(1).sum(1) >= cfg.min_area
         masks, scores = masks[keep], res["scores"].cpu()[keep]

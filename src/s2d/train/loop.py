@@ -13,6 +13,8 @@ Run folder layout (``run_dir``)::
     distill/model.pt          the final teacher (a VideoMask2Former checkpoint: ``s2d segment`` loads it)
     dense_labels.json         dense labelset predicted by the distilled teacher (+ keymasks)
     self-distill/last.pt, self-distill/model.pt
+    dense_labels_2.json       with ``self_distill_rounds`` ≥ 2: labels predicted by round 1's model ...
+    self-distill-2/last.pt, self-distill-2/model.pt   ... and round 2 trained on them (and so on)
     model.pt                  the run's result: the last stage's model, compact (float16, no unused weights;
                               ``s2d segment --model`` loads it; it is what ships as the default model)
 
@@ -33,7 +35,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -68,6 +70,14 @@ class StageResult:
 
 def stage_dir(run_dir: PathLike, stage: str) -> Path:
     return Path(run_dir) / stage
+
+
+def self_distill_round(run_dir: PathLike, k: int) -> Tuple[str, Path]:
+    """Stage name and dense labelset of self-distillation round ``k`` (1-based): round 1 is ``self-distill``
+    with ``dense_labels.json``, round k ≥ 2 ``self-distill-k`` with ``dense_labels_k.json``."""
+    if k == 1:
+        return "self-distill", Path(run_dir) / "dense_labels.json"
+    return f"self-distill-{k}", Path(run_dir) / f"dense_labels_{k}.json"
 
 
 # --------------------------------------------------------------------------- optimisation
@@ -213,7 +223,8 @@ def train_stage(config: TrainConfig, data: PathLike, videos_root: PathLike, run_
     dev = env.device
     sdir = stage_dir(run_dir, stage)
     last, final = sdir / "last.pt", sdir / "model.pt"
-    total = int(max_iter or (cfg.solver.self_distill_iter if stage == "self-distill" and cfg.solver.self_distill_iter
+    total = int(max_iter or (cfg.solver.self_distill_iter
+                             if stage.startswith("self-distill") and cfg.solver.self_distill_iter
                              else cfg.solver.max_iter))
     if last.exists() and not resume:
         raise SettingError(f"{last} exists: pass resume to continue that run, or choose a new run folder")
@@ -345,6 +356,25 @@ def train_stage(config: TrainConfig, data: PathLike, videos_root: PathLike, run_
 # --------------------------------------------------------------------------- whole pipeline
 
 
+def _record_config(run: Path, cfg: TrainConfig) -> None:
+    """Write the config this call trains with to ``run/train_config.json``. A resumed run may change settings
+    of stages still to come (e.g. ``dense.*`` before ``self-distill``): the record then says what was used
+    from now on, and a differing earlier record is kept as ``train_config.<k>.json``."""
+    from s2d.io.atomic import atomic_write_text
+
+    path = run / "train_config.json"
+    text = json.dumps(cfg.to_dict(), indent=2)
+    if path.is_file():
+        old = path.read_text()
+        if old == text:
+            return
+        k = 1
+        while (run / f"train_config.{k}.json").exists():
+            k += 1
+        atomic_write_text(run / f"train_config.{k}.json", old)
+    atomic_write_text(path, text)
+
+
 def train(config: Union[TrainConfig, str, PathLike, None], data: PathLike, videos_root: PathLike,
           run_dir: PathLike, resume: bool = False, *, overrides: Sequence[str] = (),
           stages: Optional[Sequence[str]] = None, device: Union[str, torch.device, None] = None,
@@ -375,10 +405,7 @@ def train(config: Union[TrainConfig, str, PathLike, None], data: PathLike, video
     run = Path(run_dir)
     if env.is_main:
         run.mkdir(parents=True, exist_ok=True)
-        if not (run / "train_config.json").exists() or not resume:
-            from s2d.io.atomic import atomic_write_text
-
-            atomic_write_text(run / "train_config.json", json.dumps(cfg.to_dict(), indent=2))
+        _record_config(run, cfg)
     results: Dict[str, StageResult] = {}
     # the process group (if any) stays up until exit: see s2d.train.ddp.init_distributed
     if "distill" in stages:
@@ -388,18 +415,21 @@ def train(config: Union[TrainConfig, str, PathLike, None], data: PathLike, video
         teacher_ckpt = stage_dir(run, "distill") / "model.pt"
         if not teacher_ckpt.is_file():
             raise InputError(teacher_ckpt, "self-distill needs the distilled model; run the distill stage first")
-        dense = run / "dense_labels.json"
-        if env.is_main and not (resume and dense.is_file()):
-            from s2d.train.dense import build_dense_labelset
+        for k in range(1, cfg.self_distill_rounds + 1):
+            stage, dense = self_distill_round(run, k)
+            if env.is_main and not (resume and dense.is_file()):
+                from s2d.train.dense import build_dense_labelset
 
-            teacher = VideoMask2Former.from_checkpoint(teacher_ckpt, device=env.device)
-            build_dense_labelset(teacher, data, videos_root, dense, cfg.dense, progress=progress,
-                                 min_saliency=cfg.data.min_saliency)
-        barrier(env)
-        results["self-distill"] = train_stage(cfg, dense, videos_root, run, "self-distill", resume=resume,
-                                              init=teacher_ckpt, progress=progress, env=env)
+                teacher = VideoMask2Former.from_checkpoint(teacher_ckpt, device=env.device)
+                build_dense_labelset(teacher, data, videos_root, dense, cfg.dense, progress=progress,
+                                     min_saliency=cfg.data.min_saliency)
+            barrier(env)
+            sd_init = teacher_ckpt if cfg.self_distill_init == "teacher" else cfg.init
+            results[stage] = train_stage(cfg, dense, videos_root, run, stage, resume=resume, init=sd_init,
+                                         progress=progress, env=env)
+            teacher_ckpt = results[stage].model_path  # the next round's labels come from this round's model
     if env.is_main and results:
-        last = results["self-distill" if "self-distill" in results else "distill"]
+        last = list(results.values())[-1]
         final = VideoMask2Former.from_checkpoint(last.model_path)
         extra = dict(torch.load(last.model_path, map_location="cpu", weights_only=True).get("extra", {}))
         final.save_checkpoint(run / "model.pt", extra=extra, compact=True)
