@@ -44,6 +44,9 @@ PathLike = Union[str, "os.PathLike[str]"]
 RefineFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
+_UPSAMPLE_VALUES = 4_000_000  # float32 values (16 MB) per upsampling call of output masks
+
+
 def working_size(height: int, width: int, max_side: Optional[int], *, upscale: bool = True) -> Tuple[int, int]:
     """``(h, w)`` with the long side ``max_side`` and the aspect kept (``max_side=None``: unchanged).
 
@@ -236,16 +239,20 @@ class VideoPredictor:
         if len(ids) == 0:
             return FrameResult.empty(item.pos, H, W)
         masks = np.zeros((len(ids), H, W), dtype=bool)
-        if self.refine_fn is not None:
-            rh, rw = working_size(H, W, self.config.refine_max_side, upscale=False)
-            rgb = item.work if item.work.shape[:2] == (rh, rw) else _resize_rgb(item.frame.rgb, (rh, rw))
+        if self.refine_fn is None:
+            # objects in groups of ≤ _UPSAMPLE_VALUES full-size values: few calls on small frames, bounded
+            # memory on large ones (a 4K frame goes one object at a time)
+            group = max(1, _UPSAMPLE_VALUES // (H * W))
+            for k in range(0, len(ids), group):
+                lg = logits[k:k + group, j]
+                if tuple(lg.shape[-2:]) != (H, W):
+                    lg = F.interpolate(lg[None], size=(H, W), mode="bilinear", align_corners=False)[0]
+                masks[k:k + group] = (lg > 0).numpy()
+            return self._resolve(item.pos, masks, ids, scores)
+        rh, rw = working_size(H, W, self.config.refine_max_side, upscale=False)
+        rgb = item.work if item.work.shape[:2] == (rh, rw) else _resize_rgb(item.frame.rgb, (rh, rw))
         for k in range(len(ids)):  # one object at a time: memory of one full-size map
             lg = logits[k, j][None, None]
-            if self.refine_fn is None:
-                if tuple(lg.shape[-2:]) != (H, W):
-                    lg = F.interpolate(lg, size=(H, W), mode="bilinear", align_corners=False)
-                masks[k] = (lg[0, 0] > 0).numpy()
-                continue
             if tuple(lg.shape[-2:]) != (rh, rw):
                 lg = F.interpolate(lg, size=(rh, rw), mode="bilinear", align_corners=False)
             m = (lg[0, 0] > 0).numpy()
@@ -255,10 +262,15 @@ class VideoPredictor:
                 m = F.interpolate(torch.from_numpy(m)[None, None].float(), size=(H, W), mode="bilinear",
                                   align_corners=False)[0, 0].numpy() > 0.5
             masks[k] = m
-        labels = FrameResult(item.pos, masks, ids, scores).label_map()
+        return self._resolve(item.pos, masks, ids, scores)
+
+    @staticmethod
+    def _resolve(pos: int, masks: np.ndarray, ids: np.ndarray, scores: np.ndarray) -> FrameResult:
+        """Overlaps go to the higher score; objects left with no pixel are dropped from the frame."""
+        labels = FrameResult(pos, masks, ids, scores).label_map()
         masks = labels[None] == ids[:, None, None]
         present = masks.reshape(len(ids), -1).any(1)
-        return FrameResult(item.pos, masks[present], ids[present], scores[present])
+        return FrameResult(pos, masks[present], ids[present], scores[present])
 
 
 def segment_frames(source: Union[PathLike, Iterable[Union[Frame, np.ndarray]]],
