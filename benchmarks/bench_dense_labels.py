@@ -2,7 +2,7 @@
 
 The labels never see ground truth; this script only measures them: for every video of the labelset that is a
 DAVIS-2016 sequence, the union of all its objects' masks on each frame is compared with the binary GT (J =
-region IoU; a frame where both are empty counts 1, as in the DAVIS code), averaged per sequence, then over the
+region IoU by ``s2d.eval.davis.db_eval_iou``, equal to the DAVIS code), averaged per sequence, then over the
 sequences. Usage::
 
     python benchmarks/bench_dense_labels.py runs/train_seen/dense_labels.json [more.json ...]
@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from s2d import rle as rle_utils
+from s2d.eval.davis import db_eval_iou
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "davis2016"
 
@@ -49,8 +50,7 @@ def labelset_union_j(path: str) -> Dict[str, float]:
                 seg = a["segmentations"][t]
                 if seg is not None:
                     union |= rle_utils.decode(seg).astype(bool)
-            u = (union | gt).sum()
-            js.append(1.0 if u == 0 else float((union & gt).sum()) / float(u))
+            js.append(float(db_eval_iou(gt, union)))
         out[seq] = float(np.mean(js))
     return out
 
