@@ -227,3 +227,60 @@ def test_multi_frame_tracks_are_split_into_single_frame_masks(scene):
     res2 = discover_keymasks(nm.video.with_tracks(merged_tracks), ExactTracker())
     assert res2.diagnostics["num_masks"] == sum(m is not None for k in ("A", "B") for m in by_kind[k])
     assert [o.frames for o in res2.objects] == [o.frames for o in res.objects]
+
+
+@pytest.mark.parametrize("boxes, min_area, want", [
+    ([(2, 8, 2, 8)], 1, [36]),                              # one component: unchanged
+    ([(2, 8, 2, 8), (12, 16, 20, 30)], 1, [36, 40]),        # two separate objects in one mask: two masks
+    ([(2, 8, 2, 8), (12, 14, 20, 22)], 10, [36]),           # a speck below min_area is dropped
+])
+def test_split_components(boxes, min_area, want):
+    from s2d.keymasks.discover import split_components
+
+    m = np.zeros((20, 32), bool)
+    for y0, y1, x0, x1 in boxes:
+        m[y0:y1, x0:x1] = True
+    out = split_components([(3, 0, 7, 0.9, rle_utils.encode(m))], min_area)
+    assert sorted(int(rle_utils.area(r)) for *_, r in out) == want
+    assert all(e[:4] == (3, 0, 7, 0.9) for e in out)        # frame, position, track id and score kept
+    union = np.zeros_like(m)
+    for *_, r in out:
+        union |= rle_utils.decode(r)
+    assert not (union & ~m).any()
+
+
+def test_split_objects_keep_the_saliency_of_their_mask():
+    """Two objects that stage 1 returns as one (top-scored) mask per frame become two objects, both salient."""
+    H, W, T_ = 40, 60, 12
+    tracks, tid = [], 1
+    for t in range(T_):
+        m = np.zeros((H, W), bool)
+        m[5:15, 5 + t:15 + t] = True         # object A moves right
+        m[25:35, 45 - t:55 - t] = True       # object B moves left
+        seq = [None] * T_
+        seq[t] = rle_utils.encode(m)
+        from s2d.types import Track
+        tracks.append(Track(tid, seq, 0.9))
+        tid += 1
+    video = VideoSegmentation(H, W, T_, tracks)
+
+    class Shift:  # exact tracker for the two rigid motions
+        def track(self, queries, frame_range=None):
+            n = queries.shape[0]
+            pts = np.zeros((T_, n, 2), np.float32)
+            for k, (t0, x, y) in enumerate(queries):
+                d = 1.0 if y < 20 else -1.0
+                for t in range(T_):
+                    pts[t, k] = (x + d * (t - t0), y)
+            return TrackResult(pts, np.ones((T_, n), bool))
+
+    cfg = KeymaskConfig(grid_model_height=H, grid_model_width=W, visibility_grid=20, match_grid_min=10,
+                        match_grid_max=10, visibility_min_samples=3, match_min_samples=3,
+                        match_small_min_samples=3, match_large_min_samples=3)
+    merged = discover_keymasks(video, Shift(), cfg)
+    split = discover_keymasks(video, Shift(), dataclasses.replace(cfg, split_components=True))
+    assert len(merged.objects) == 1
+    assert len(split.objects) == 2 and all(o.saliency == 1.0 for o in split.objects)
+    for o in split.objects:
+        areas = {int(rle_utils.area(m)) for m in o.masks}
+        assert areas == {100}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -105,6 +106,61 @@ def test_clip_targets_unlabelled_frames_empty(dataset: Path):
     clip_a, tgt_a = ds.sample(5)
     clip_b, tgt_b = ds.sample(5)                    # same index → same clip
     assert torch.equal(clip_a, clip_b) and torch.equal(tgt_a["masks"], tgt_b["masks"])
+
+
+def _box_clip(T: int, H: int, W: int, boxes, value: float):
+    """A clip of constant ``value`` and one mask per box ``(y0, y1, x0, x1)`` on every frame."""
+    clip = torch.full((T, 3, H, W), value)
+    masks = torch.zeros(len(boxes), T, H, W, dtype=torch.bool)
+    for i, (y0, y1, x0, x1) in enumerate(boxes):
+        masks[i, :, y0:y1, x0:x1] = True
+    return clip, masks
+
+
+@pytest.mark.parametrize("donor_boxes, donor_labelled, pasted", [
+    ([(4, 12, 4, 12)], [True], 1),                       # one object labelled on all frames: pasted
+    ([(4, 12, 4, 12), (20, 28, 20, 28)], [True, True], 2),  # two: pasted together, as separate instances
+    ([(4, 12, 4, 12)], [False], 0),                      # labelled on some frames only: nothing pasted
+])
+def test_paste_objects(donor_boxes, donor_labelled, pasted):
+    from s2d.train.data import paste_objects
+
+    clip, masks = _box_clip(3, 32, 32, [(0, 32, 0, 32)], 0.0)    # base: one object covering the frame
+    donor, dmasks = _box_clip(3, 32, 32, donor_boxes, 1.0)
+    for i, lab in enumerate(donor_labelled):
+        if not lab:
+            dmasks[i, 1] = False
+    out, m = paste_objects(clip, masks, donor, dmasks, (1.0, 1.0), random.Random(0))
+    assert m.shape[0] == 1 + pasted and m.dtype == torch.bool
+    new = m[1:]
+    assert not (m[0] & new.any(0)).any()                   # the base object loses the pasted pixels
+    if pasted:
+        for i in range(pasted):
+            assert int(new[i, 0].sum()) == 64                 # 8×8 at scale 1
+            assert torch.equal(new[i, 0], new[i, 2])          # the donor's objects are static here
+        inside = new.any(0)
+        assert torch.all(out[:, :, inside[0]] == 1.0)         # donor pixels under the masks
+        far = ~torch.nn.functional.max_pool2d(inside[:, None].float(), 5, 1, 2)[:, 0].bool()
+        assert torch.all(out.permute(1, 0, 2, 3)[:, far] == 0.0)  # base pixels away from the paste untouched
+        if pasted == 2:
+            assert not (new[0] & new[1]).any()                # still two separate instances
+    else:
+        assert torch.equal(out, clip) and torch.equal(m, masks)
+
+
+def test_copy_paste_clips_hold_more_instances(dataset: Path):
+    cfg = dataclasses.replace(train_preset("tiny").data, copy_paste=1.0, paste_max=1)
+    plain = ClipDataset(dataset, dataset.parent / "videos", train_preset("tiny").data, seed=0)
+    pasted = ClipDataset(dataset, dataset.parent / "videos", cfg, seed=0)
+    more = 0
+    for i in range(12):
+        _, a = plain.sample(i)
+        clip, b = pasted.sample(i)
+        assert clip.shape == (3, 3, 64, 64) and b["labels"].shape[0] == b["masks"].shape[0]
+        more += b["masks"].shape[0] > a["masks"].shape[0]
+        _, b2 = pasted.sample(i)
+        assert torch.equal(b["masks"], b2["masks"])           # deterministic per index
+    assert more >= 3
 
 
 def test_missing_frames_are_input_errors(dataset: Path, tmp_path: Path):
@@ -273,6 +329,17 @@ def test_dense_labelset_format_and_self_distill(dataset: Path, tmp_path: Path):
                                dataset.parent / "videos", tmp_path / "d3.json",
                                dataclasses.replace(cfg.dense, refine="crf"), progress=False)
     assert len(load_labelset(crf).videos) == 2
+    # max_frames: only the first frames are labelled (keymasks beyond them are still kept), lengths unchanged
+    capped = build_dense_labelset(VideoMask2Former.from_checkpoint(run / "distill" / "model.pt"), dataset,
+                                  dataset.parent / "videos", tmp_path / "d4.json",
+                                  dataclasses.replace(cfg.dense, max_frames=3, keep_keymasks=False),
+                                  progress=False)
+    anns = json.loads(capped.read_text())["annotations"]
+    assert anns and all(len(a["segmentations"]) == T for a in anns)
+    assert all(s is None for a in anns for s in a["segmentations"][3:])
+    assert any(s is not None for a in anns for s in a["segmentations"][:3])
+    with pytest.raises(SettingError, match="dense.max_frames"):
+        load_train_config("tiny", ["dense.max_frames=1"])
 
 
 def test_dense_windows_link_one_object_across_the_video():

@@ -46,6 +46,14 @@ class KeymaskConfig:
             model resolution 384×512).
         grid_margin: margin of the grid at that resolution in pixels; ``None`` = ``width / 64``.
 
+    Instances (not in the reference, whose CutS3D masks are already instances):
+        split_components: split every single-frame mask into its connected components before discovery, so
+            that separate objects inside one motion mask (two cars, a juggler and a ball in the air) become
+            separate masks, tracked and grouped on their own. Each component keeps its mask's score, and a
+            component of a frame's top-scored mask counts as top-scored for the object's saliency.
+        component_min_fraction: components smaller than this fraction of the frame are dropped (when
+            splitting).
+
     Visibility grouping (:mod:`s2d.keymasks.visibility`):
         visibility_threshold: γ_thr; a mask counts as visible on frame t when the fraction of its
             tracked points visible there is ``> 0.3``.
@@ -105,6 +113,8 @@ class KeymaskConfig:
     match_all_rows: bool = True
     one2x_filter: Optional[float] = None
     seed: int = 777
+    split_components: bool = False
+    component_min_fraction: float = 0.0005
 
     def __post_init__(self) -> None:
         def integer(name: str, lo: int) -> None:
@@ -148,7 +158,8 @@ class KeymaskConfig:
         if self.match_small_cols > self.match_large_cols:
             raise SettingError(f"match_small_cols ({self.match_small_cols}) must not exceed "
                                f"match_large_cols ({self.match_large_cols})")
-        for n in ("merge_vranges", "match_all_rows"):
+        number("component_min_fraction", 0.0, 1.0)
+        for n in ("merge_vranges", "match_all_rows", "split_components"):
             if not isinstance(getattr(self, n), bool):
                 raise SettingError(f"{n} must be true or false, got {getattr(self, n)!r}")
         if self.one2x_filter is not None:

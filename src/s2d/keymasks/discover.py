@@ -241,6 +241,26 @@ def _collect_masks(video: VideoSegmentation) -> List[Tuple[int, int, int, float,
     return out
 
 
+def split_components(entries: List[Tuple[int, int, int, float, dict]], min_area: float
+                     ) -> List[Tuple[int, int, int, float, dict]]:
+    """Every mask of ``entries`` (as :func:`_collect_masks` gives them) replaced by its 8-connected components
+    of at least ``min_area`` pixels, each with the mask's frame, position, track id and score; a mask with
+    one component stays as it was."""
+    import cv2
+
+    out = []
+    for frame, pos, tid, score, rle in entries:
+        m = rle_utils.decode(rle)
+        n, lab, stats, _ = cv2.connectedComponentsWithStats(m.astype(np.uint8), connectivity=8)
+        big = [k for k in range(1, n) if stats[k, cv2.CC_STAT_AREA] >= max(min_area, 1)]
+        if n <= 2:
+            out.append((frame, pos, tid, score, rle))
+            continue
+        for k in big:
+            out.append((frame, pos, tid, score, rle_utils.encode(lab == k)))
+    return out
+
+
 def _call_tracker(tracker: PointTracker, queries: np.ndarray, num_frames: int,
                   frame_range: Optional[Tuple[int, int]] = None) -> TrackResult:
     """Track ``queries``; with ``frame_range`` (end exclusive) only those frames are tracked, which makes
@@ -307,6 +327,8 @@ def discover_keymasks(masks: VideoSegmentation, tracker: PointTracker,
 
     # ---- 1. masks, point sets, point-in-mask index (each mask decoded once)
     entries = _collect_masks(masks)
+    if cfg.split_components:
+        entries = split_components(entries, cfg.component_min_fraction * H * W)
     index = MaskIndex(H, W, T)
     infos: List[MaskInfo] = []
     rles: List[dict] = []
@@ -448,12 +470,14 @@ def discover_keymasks(masks: VideoSegmentation, tracker: PointTracker,
         filtered = len(raw_objects) - len(keep)
         raw_objects = keep
     raw_objects.sort(key=lambda o: (int(frames_of[o["kept"][0]]), o["cluster"], o["group"]))
-    # stage-1 rank of every mask on its frame (0 = the frame's top-scored mask; ties keep the input order)
+    # the input mask (track) ranked first on each frame by stage 1 (ties keep the input order); the
+    # components of a split mask share its track id, so each of them counts as top-scored
     top_of_frame: Dict[int, int] = {}
     for pos, info in enumerate(infos):
         best = top_of_frame.get(info.frame)
         if best is None or info.score > infos[best].score:
             top_of_frame[info.frame] = pos
+    top_track = {f: infos[p].track_id for f, p in top_of_frame.items()}
     objects: List[KeymaskObject] = []
     for oid, o in enumerate(raw_objects, start=1):
         for m in o["kept"]:
@@ -464,7 +488,7 @@ def discover_keymasks(masks: VideoSegmentation, tracker: PointTracker,
             masks=[rles[m] for m in o["kept"]], scores=[infos[m].score for m in o["kept"]],
             visibility_ranges=o["ranges"], match_range=(int(o["match_range"][0]), int(o["match_range"][1])),
             members=o["members"], duplicates=o["dropped"], one2x_mean=o["one2x_mean"],
-            saliency=float(np.mean([top_of_frame[int(frames_of[m])] == m for m in o["kept"]]))))
+            saliency=float(np.mean([top_track[int(frames_of[m])] == infos[m].track_id for m in o["kept"]]))))
 
     n_cand = len(cand_range)
     covered = set(f for o in objects for f in o.frames)

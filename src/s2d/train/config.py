@@ -67,6 +67,13 @@ class DataConfig:
         min_saliency: train only on pseudo-label objects whose ``saliency`` (from ``s2d discover``) is at
             least this; 0 keeps all (the reference). Background regions are temporally coherent too and become
             keymask objects; stage 1 rarely ranks them first on a frame (see ``s2d.keymasks.discover``).
+        min_keymasks: train only on pseudo-label objects labelled on at least this many frames; 0 keeps all.
+        copy_paste: probability that a clip gets the objects of other real clips pasted onto it (video
+            copy-paste, :func:`s2d.train.data.paste_objects`), so that clips hold several separate instances;
+            0 disables.
+        paste_max: at most this many donor clips are pasted onto one clip (1..paste_max, uniformly).
+        paste_scale: the pasted objects are resized by a factor drawn from this range (then shrunk further if
+            they would not fit the clip).
     """
 
     clip_len: int = 3
@@ -79,6 +86,10 @@ class DataConfig:
     brightness: float = 0.2
     contrast: float = 0.2
     min_saliency: float = 0.5
+    min_keymasks: int = 0
+    copy_paste: float = 0.0
+    paste_max: int = 2
+    paste_scale: Tuple[float, float] = (0.4, 1.0)
 
 
 @dataclass
@@ -113,6 +124,9 @@ class DenseConfig:
     min_area: int = 16
     tta_flip: bool = False  # consensus with the mirrored clip (s2d.infer.tta)
     tta_scales: Tuple[float, ...] = ()  # consensus with the clip resized by these factors, e.g. [1.25]
+    # label only the first max_frames frames of each video (None: all): bounds the labelling time of long,
+    # unlabeled clips; the rest of the video stays unlabelled (training samples labelled windows only)
+    max_frames: Optional[int] = None
 
 
 @dataclass
@@ -152,6 +166,15 @@ class TrainConfig:
             raise SettingError("data.clip_len and data.batch_size must be ≥ 1")
         if not 0 < self.data.min_scale <= self.data.max_scale:
             raise SettingError("need 0 < data.min_scale ≤ data.max_scale")
+        if not isinstance(self.data.min_keymasks, int) or self.data.min_keymasks < 0:
+            raise SettingError(f"data.min_keymasks must be an integer ≥ 0, got {self.data.min_keymasks!r}")
+        if not 0.0 <= self.data.copy_paste <= 1.0:
+            raise SettingError(f"data.copy_paste must be a probability in [0, 1], got {self.data.copy_paste}")
+        if not isinstance(self.data.paste_max, int) or self.data.paste_max < 1:
+            raise SettingError(f"data.paste_max must be an integer ≥ 1, got {self.data.paste_max!r}")
+        lo, hi = self.data.paste_scale
+        if not 0 < lo <= hi:
+            raise SettingError(f"data.paste_scale must be (lo, hi) with 0 < lo ≤ hi, got {self.data.paste_scale}")
         if not 0 <= self.distill.ema_momentum <= 1:
             raise SettingError(f"distill.ema_momentum must be in [0, 1], got {self.distill.ema_momentum}")
         if self.solver.lr <= 0 or self.solver.max_iter < 1:
@@ -164,6 +187,10 @@ class TrainConfig:
             raise SettingError(f"self_distill_init must be 'teacher' or 'init', got {self.self_distill_init!r}")
         if self.dense.refine not in ("none", "crf"):
             raise SettingError(f"dense.refine must be 'none' or 'crf', got {self.dense.refine!r}")
+        if self.dense.max_frames is not None and (not isinstance(self.dense.max_frames, int)
+                                                  or self.dense.max_frames < self.dense.window):
+            raise SettingError(f"dense.max_frames must be null or an integer ≥ dense.window, "
+                               f"got {self.dense.max_frames!r}")
         if self.dense.window < 1 or not 0 <= self.dense.overlap < self.dense.window:
             raise SettingError("need dense.window ≥ 1 and 0 ≤ dense.overlap < dense.window")
         self.model_config()  # raises SettingError on bad model name/overrides

@@ -31,7 +31,7 @@ from s2d.errors import InputError
 from s2d.train.config import DataConfig
 
 __all__ = ["LabelledVideo", "Labelset", "load_labelset", "labelled_windows", "sample_clip_frames",
-           "ClipDataset", "resolve_video", "read_frames_at", "iter_video_frames"]
+           "ClipDataset", "paste_objects", "resolve_video", "read_frames_at", "iter_video_frames"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -62,12 +62,14 @@ class Labelset:
     data: Dict[str, Any]
 
 
-def load_labelset(path: PathLike, min_saliency: float = 0.0) -> Labelset:
+def load_labelset(path: PathLike, min_saliency: float = 0.0, min_keymasks: int = 0) -> Labelset:
     """Read a labelset JSON; raises :class:`InputError` naming the file on any structural problem.
 
     ``min_saliency``: leave out objects whose ``saliency`` (written by ``s2d discover``: the fraction of their
     keymasks that stage 1 ranked first on their frame) is below this; objects without the field are kept.
-    Left-out objects are simply unlabelled, so the model learns not to report them (no-object).
+    ``min_keymasks``: leave out objects labelled on fewer frames than this (short-lived objects are mostly
+    moving parts and flicker). Left-out objects are simply unlabelled, so the model learns not to report them
+    (no-object).
     """
     p = Path(path)
     if not p.is_file():
@@ -104,6 +106,8 @@ def load_labelset(path: PathLike, min_saliency: float = 0.0) -> Labelset:
             raise InputError(p, f"annotation #{j}: {len(segs)} segmentations for a {vid.length}-frame video")
         sal = a.get("saliency")
         if min_saliency > 0 and isinstance(sal, (int, float)) and sal < min_saliency:
+            continue
+        if min_keymasks > 0 and sum(1 for m in segs if m) < min_keymasks:
             continue
         vid.objects.append([s if s else None for s in segs])
         vid.annotations.append(a)
@@ -204,7 +208,8 @@ class ClipDataset:
     def __init__(self, labelset: Union[Labelset, PathLike], videos_root: PathLike, cfg: DataConfig,
                  seed: int = 0) -> None:
         self.labelset = (labelset if isinstance(labelset, Labelset)
-                         else load_labelset(labelset, min_saliency=cfg.min_saliency))
+                         else load_labelset(labelset, min_saliency=cfg.min_saliency,
+                                            min_keymasks=cfg.min_keymasks))
         self.root = Path(videos_root)
         self.cfg = cfg
         self.seed = int(seed)
@@ -224,7 +229,18 @@ class ClipDataset:
         rng = self.rng(index)
         video = self.videos[rng.randrange(len(self.videos))]
         frames = sample_clip_frames(video, self.cfg.clip_len, self.cfg.frame_range, rng)
-        return self.load(video, frames, rng)
+        clip, target = self.load(video, frames, rng)
+        if self.cfg.copy_paste > 0 and len(self.videos) > 1 and rng.random() < self.cfg.copy_paste:
+            masks = target["masks"]
+            for _ in range(rng.randint(1, self.cfg.paste_max)):
+                donor = self.videos[rng.randrange(len(self.videos))]
+                if donor.id == video.id:
+                    continue
+                dframes = sample_clip_frames(donor, self.cfg.clip_len, self.cfg.frame_range, rng)
+                dclip, dtarget = self.load(donor, dframes, rng)
+                clip, masks = paste_objects(clip, masks, dclip, dtarget["masks"], self.cfg.paste_scale, rng)
+            target = {**target, "masks": masks, "labels": torch.zeros(masks.shape[0], dtype=torch.long)}
+        return clip, target
 
     def load(self, video: LabelledVideo, frames: Sequence[int], rng: random.Random
              ) -> Tuple[torch.Tensor, Dict[str, Any]]:
@@ -288,6 +304,50 @@ def augment(clip: torch.Tensor, masks: torch.Tensor, cfg: DataConfig, rng: rando
         mean = clip.mean()
         clip = (clip - mean) * c + mean
     return clip.clamp_(0, 1).contiguous(), masks.contiguous()
+
+
+def paste_objects(clip: torch.Tensor, masks: torch.Tensor, donor: torch.Tensor, donor_masks: torch.Tensor,
+                  scale: Tuple[float, float], rng: random.Random) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Video copy-paste: the donor clip's objects that are labelled on every frame, cut out together, resized
+    by a factor from ``scale`` and pasted at one random place onto every frame of ``clip`` (their pixels
+    replace the clip's, blended over a 1-px halo outside the masks).
+
+    ``clip`` / ``donor``: ``T×3×H×W`` in [0, 1]; ``masks`` / ``donor_masks``: ``N×T×H×W`` bool (empty frames are
+    unlabelled). Returns the new clip and masks: the clip's objects lose the pixels the pasted ones cover
+    (objects left empty on every frame are dropped), then the pasted objects follow. Nothing is pasted when
+    no donor object is labelled on all frames.
+    """
+    T, _, H, W = clip.shape
+    full = donor_masks.flatten(2).any(-1).all(-1) if donor_masks.numel() else torch.zeros(0, dtype=torch.bool)
+    if not bool(full.any()):
+        return clip, masks
+    dm = donor_masks[full]
+    union = dm.any(0).any(0)
+    ys, xs = torch.nonzero(union, as_tuple=True)
+    y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+    bh, bw = y1 - y0, x1 - x0
+    f = min(rng.uniform(*scale), H / bh, W / bw)
+    nh, nw = max(1, int(bh * f)), max(1, int(bw * f))
+    crop = F.interpolate(donor[..., y0:y1, x0:x1], size=(nh, nw), mode="bilinear", align_corners=False,
+                         antialias=True)
+    cm = F.interpolate(dm[..., y0:y1, x0:x1].flatten(0, 1)[:, None].float(), size=(nh, nw), mode="bilinear",
+                       align_corners=False)[:, 0].view(dm.shape[0], T, nh, nw) > 0.5
+    keep = cm.flatten(2).any(-1).all(-1)  # tiny objects can vanish when shrunk
+    if not bool(keep.any()):
+        return clip, masks
+    cm = cm[keep]
+    dy, dx = rng.randint(0, H - nh), rng.randint(0, W - nw)
+    pasted = masks.new_zeros(cm.shape[0], T, H, W)
+    pasted[..., dy:dy + nh, dx:dx + nw] = cm
+    cover = pasted.any(0)  # T×H×W
+    alpha = torch.maximum(cover[:, None].float(),  # T×1×H×W: 1 under the masks, a soft 1-px halo around them
+                          F.avg_pool2d(cover[:, None].float(), 3, stride=1, padding=1, count_include_pad=False))
+    src = clip.clone()
+    src[..., dy:dy + nh, dx:dx + nw] = crop
+    clip = clip * (1 - alpha) + src * alpha
+    masks = masks & ~cover[None]
+    masks = masks[masks.flatten(1).any(1)]
+    return clip.clamp_(0, 1), torch.cat([masks, pasted], 0)
 
 
 def _crop_or_pad(n: int, size: int, rng: random.Random) -> Tuple[int, int, int]:

@@ -128,10 +128,11 @@ def predict_video_dense(model: Any, frames: Iterable[np.ndarray], length: int, c
 
 def build_dense_labelset(model: Any, data: Union[Labelset, PathLike], videos_root: PathLike, out_path: PathLike,
                          cfg: Optional[DenseConfig] = None, *, refine_fn: Optional[RefineFn] = None,
-                         progress: bool = True, min_saliency: float = 0.0) -> Path:
+                         progress: bool = True, min_saliency: float = 0.0, min_keymasks: int = 0) -> Path:
     """Predict every video of ``data`` with ``model`` (the teacher) and write the dense labelset JSON."""
     cfg = cfg or DenseConfig()
-    labelset = data if isinstance(data, Labelset) else load_labelset(data, min_saliency=min_saliency)
+    labelset = data if isinstance(data, Labelset) else load_labelset(data, min_saliency=min_saliency,
+                                                                             min_keymasks=min_keymasks)
     if refine_fn is None and cfg.refine == "crf":
         from s2d.frames.refine import crf_refine
 
@@ -140,7 +141,10 @@ def build_dense_labelset(model: Any, data: Union[Labelset, PathLike], videos_roo
 
     videos, anns = [], []
     for video in tqdm(labelset.videos, desc="dense labels", unit="video", disable=not progress):
-        tracks = predict_video_dense(model, iter_video_frames(videos_root, video), video.length, cfg, refine_fn)
+        length = video.length if not cfg.max_frames else min(video.length, int(cfg.max_frames))
+        tracks = predict_video_dense(model, iter_video_frames(videos_root, video), length, cfg, refine_fn)
+        for tr in tracks:  # frames past max_frames stay unlabelled
+            tr["segs"] = tr["segs"] + [None] * (video.length - length)
         if cfg.keep_keymasks:
             _merge_keymasks(video, tracks, cfg)
         rec = dict(video.record)
