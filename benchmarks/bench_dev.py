@@ -210,13 +210,21 @@ def write_stage1(masks_json: Path, out: Path, top: Optional[int], link_iou: floa
 
 
 # --------------------------------------------------------------------------- models
-def segment_all(model_path: str, inputs: Sequence[Seq], out: Path, cfg_kwargs: Dict,
+def segment_config(model_path: str, overrides: Sequence[str]):
+    """``s2d segment``'s settings: its defaults, then ``KEY=VALUE`` overrides (as its ``--set``)."""
+    from s2d.infer import SegmentConfig
+    from s2d.settings import apply_overrides
+
+    return apply_overrides(SegmentConfig(model=model_path), list(overrides), "segment")
+
+
+def segment_all(model_path: str, inputs: Sequence[Seq], out: Path, overrides: Sequence[str],
                 formats: Tuple[str, ...] = ("davis",)) -> Dict[str, float]:
     """Every input through ``s2d segment``'s code path; ``out/<name>/davis/*.png``. Returns speed and ids."""
-    from s2d.infer import SegmentConfig, segment_video
+    from s2d.infer import segment_video
     from s2d.infer.weights import load_model
 
-    cfg = SegmentConfig(model=model_path, **cfg_kwargs).validate()
+    cfg = segment_config(model_path, overrides)
     model = load_model(cfg.model, cfg.device)
     t0, frames, ids = time.perf_counter(), 0, {}
     for s in inputs:
@@ -273,17 +281,16 @@ def score_method(pred_single: Path, pred_mosaic: Path, gt_single: Path, gt_mosai
 
 
 # --------------------------------------------------------------------------- overlays
-def overlays(model_path: str, out: Path, cfg_kwargs: Dict, data: Path = SHARED) -> Dict[str, Dict]:
+def overlays(model_path: str, out: Path, overrides: Sequence[str], data: Path = SHARED) -> Dict[str, Dict]:
     """Segment the shared multi-object clips with overlays; a contact sheet PNG (6 frames) per clip."""
     import cv2
 
-    from s2d.infer import SegmentConfig
     from s2d.infer.predictor import VideoPredictor
     from s2d.infer.weights import load_model
     from s2d.io.overlay import OverlayWriter, draw_overlay
     from s2d.io.video import open_video, probe_video
 
-    cfg = SegmentConfig(model=model_path, **cfg_kwargs).validate()
+    cfg = segment_config(model_path, overrides)
     model = load_model(cfg.model, cfg.device)
     out.mkdir(parents=True, exist_ok=True)
     res = {}
@@ -333,11 +340,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--fresh-stage1", action="store_true", help="recompute the cached stage-1 masks")
     ap.add_argument("--no-stage1", action="store_true", help="skip the stage-1 rows")
     ap.add_argument("--no-overlays", action="store_true", help="skip the shared-clip overlays")
-    ap.add_argument("--score-threshold", type=float, default=None)
-    ap.add_argument("--max-side", type=int, default=None)
-    ap.add_argument("--refine", default=None)
-    ap.add_argument("--chunk", type=int, default=None)
-    ap.add_argument("--overlap", type=int, default=None)
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="an `s2d segment` setting for the models (repeatable), e.g. --set split=true")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for the models")
     ap.add_argument("--out", default=None, help="markdown report")
     ap.add_argument("--json", default=None, help="all numbers, per sequence")
@@ -350,9 +354,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     mosaics = build_mosaics(single, work)
     gt_single = build_gt_root(single, work / "gt")
     gt_mosaic = work / "mosaics"
-    cfg_kwargs = {k: v for k, v in (("score_threshold", a.score_threshold), ("max_side", a.max_side),
-                                    ("refine", a.refine), ("chunk", a.chunk), ("overlap", a.overlap))
-                  if v is not None}
     rows: List[Dict] = []
     if not a.no_stage1:
         masks = stage1(list(single) + list(mosaics), work / "stage1", a.workers, a.fresh_stage1)
@@ -367,14 +368,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         name, _, ckpt = spec.partition("=")
         ckpt = ckpt or name
         d = work / "pred" / name
-        info = segment_all(ckpt, list(single) + list(mosaics), d, cfg_kwargs)
+        info = segment_all(ckpt, list(single) + list(mosaics), d, a.overrides)
         row = {"method": name, "model": ckpt, **info, **score_method(d, d, gt_single, gt_mosaic, single, mosaics)}
         if not a.no_overlays:
-            row["overlays"] = overlays(ckpt, work / "overlays" / name, cfg_kwargs)
+            row["overlays"] = overlays(ckpt, work / "overlays" / name, a.overrides)
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "per_seq"}), flush=True)
     cmd = "python " + " ".join(["benchmarks/bench_dev.py"] + list(argv if argv is not None else sys.argv[1:]))
-    md = [f"Command: `{cmd}`", "", f"Segment settings: {cfg_kwargs or 'defaults'}", "",
+    md = [f"Command: `{cmd}`", "", f"Segment settings: {', '.join(a.overrides) or 'defaults'}", "",
           "Single-object: 14 dev sequences (union = all ids as one foreground; matched = the official unsupervised "
           "protocol's single best id). Mosaic: 7 dev 2×2 mosaics, DAVIS-2017 unsupervised protocol. Identity "
           "columns are per mosaic object (ideal: fragments 1, switches 0, merged 0, covered 1).", "", *table(rows), ""]

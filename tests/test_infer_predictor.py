@@ -280,6 +280,46 @@ def test_crf_refinement_runs_at_the_reduced_size() -> None:
     assert seen and set(seen) == {(16, 24)} and out[0].masks.shape[1:] == (32, 48)
 
 
+def _edge_frames(n: int, h: int = 32, w: int = 48) -> List[np.ndarray]:
+    """Frames whose left 20 columns are bright (red channel still encodes the frame index)."""
+    frames = flat_frames(n, h, w)
+    for f in frames:
+        f[:, :20, 1:] = 200
+    return frames
+
+
+def test_guided_refinement_moves_mask_edges_onto_image_edges() -> None:
+    def blurry(t: int, h: int, w: int) -> Dict[str, tuple]:  # object ends at column 9 of 24 (18 px at 48)
+        m = np.zeros((h, w), bool)
+        m[2:14, 0:9] = True
+        return {"a": (m, 0.9)}
+
+    base = dict(chunk=2, overlap=1, max_side=24, min_area=1, refine_max_side=48)
+    plain = next(iter(VideoPredictor(Scripted(blurry), SegmentConfig(**base))(_edge_frames(2))))
+    guided = next(iter(VideoPredictor(Scripted(blurry), SegmentConfig(refine="guided", guided_radius=0.1,
+                                                                      **base))(_edge_frames(2))))
+    cols = lambda fr: np.nonzero(fr.masks[0][16])[0]  # noqa: E731 - the object's columns on row 16
+    assert cols(plain).max() == 17
+    assert cols(guided).max() == 19                          # snapped to the image edge at column 20
+    assert guided.masks.shape == plain.masks.shape == (1, 32, 48)
+
+
+def test_split_gives_far_apart_parts_their_own_ids() -> None:
+    def two_in_one(t: int, h: int, w: int) -> Dict[str, tuple]:
+        m = np.zeros((h, w), bool)
+        m[2:8, 2:8] = True
+        m[10:16, 16:22] = True
+        return {"a": (m, 0.9)}
+
+    cfg = SegmentConfig(chunk=3, overlap=1, max_side=24, min_area=1)
+    one = list(VideoPredictor(Scripted(two_in_one), cfg)(flat_frames(5)))
+    two = list(VideoPredictor(Scripted(two_in_one), SegmentConfig(split=True, **{
+        k: getattr(cfg, k) for k in ("chunk", "overlap", "max_side", "min_area")}))(flat_frames(5)))
+    assert all(fr.ids.tolist() == [1] for fr in one)
+    assert all(fr.ids.tolist() == [1, 2] for fr in two)      # two tracks, linked across chunks
+    assert all(np.array_equal(a.masks[0], b.masks.any(0)) for a, b in zip(one, two))
+
+
 def test_working_size() -> None:
     assert working_size(480, 854, 448) == (252, 448)
     assert working_size(40, 60, 448) == (299, 448)  # small inputs are enlarged to the training scale
@@ -290,7 +330,8 @@ def test_working_size() -> None:
 @pytest.mark.parametrize("changes,match", [
     ({"chunk": 0}, "chunk"), ({"chunk": 4, "overlap": 4}, "overlap"), ({"overlap": -1}, "overlap"),
     ({"score_threshold": 1.5}, "score threshold"), ({"max_objects": 0}, "max objects"),
-    ({"refine": "guided"}, "refine"), ({"max_side": 8}, "max side"), ({"link_iou": 0}, "link IoU"),
+    ({"refine": "bilateral"}, "refine"), ({"max_side": 8}, "max side"), ({"link_iou": 0}, "link IoU"),
+    ({"guided_radius": 0}, "guided radius"), ({"guided_eps": -1}, "guided eps"), ({"split": "yes"}, "split"),
 ])
 def test_bad_settings_are_one_line_setting_errors(changes: dict, match: str) -> None:
     with pytest.raises(SettingError, match=match) as e:

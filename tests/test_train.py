@@ -338,6 +338,10 @@ def test_dense_labelset_format_and_self_distill(dataset: Path, tmp_path: Path):
     assert anns and all(len(a["segmentations"]) == T for a in anns)
     assert all(s is None for a in anns for s in a["segmentations"][3:])
     assert any(s is not None for a in anns for s in a["segmentations"][:3])
+    guided = build_dense_labelset(VideoMask2Former.from_checkpoint(run / "distill" / "model.pt"), dataset,
+                                  dataset.parent / "videos", tmp_path / "d5.json",
+                                  dataclasses.replace(cfg.dense, refine="guided", split=True), progress=False)
+    assert len(load_labelset(guided).videos) == 2
     with pytest.raises(SettingError, match="dense.max_frames"):
         load_train_config("tiny", ["dense.max_frames=1"])
 

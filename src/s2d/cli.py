@@ -253,7 +253,7 @@ def _add_train(sub: "argparse._SubParsersAction") -> None:
 
 
 def _add_segment(sub: "argparse._SubParsersAction") -> None:
-    from s2d.infer.config import DEFAULT_FORMATS, DEFAULT_REFINE, FORMATS, SegmentConfig
+    from s2d.infer.config import DEFAULT_FORMATS, DEFAULT_REFINE, FORMATS, REFINE_MODES, SegmentConfig
 
     d = SegmentConfig()
     p = sub.add_parser(
@@ -298,9 +298,13 @@ def _add_segment(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--max-side", type=int, default=d.max_side, metavar="PX",
                    help=f"the model runs on frames resized to this long side (default {d.max_side}); masks are "
                         f"written at the original size")
-    p.add_argument("--refine", choices=["none", "crf"], default=DEFAULT_REFINE,
-                   help=f"snap mask edges to the image with a dense CRF at <= {d.refine_max_side} px "
+    p.add_argument("--refine", choices=list(REFINE_MODES), default=DEFAULT_REFINE,
+                   help=f"mask edges: guided (a guided filter on the frame moves them onto image edges), crf (a "
+                        f"dense CRF; erases low-contrast objects) or none, at <= {d.refine_max_side} px "
                         f"(default {DEFAULT_REFINE})")
+    p.add_argument("--split", action=argparse.BooleanOptionalAction, default=d.split,
+                   help="give each part of an object mask that lies apart from the rest (in space and over the "
+                        f"chunk) its own id, e.g. two cars one query covers (default {'on' if d.split else 'off'})")
     p.add_argument("--device", default=d.device, metavar="cpu|cuda", help="torch device of the model (default cpu)")
     p.add_argument("--format", dest="formats", default=",".join(DEFAULT_FORMATS), metavar="LIST",
                    help=f"comma-separated outputs among {','.join(FORMATS)} (default {','.join(DEFAULT_FORMATS)})")
@@ -674,7 +678,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     formats = parse_formats(args.formats)
     cfg = SegmentConfig(model=args.model, score_threshold=args.score_threshold, max_objects=args.max_objects,
                         chunk=args.chunk, overlap=args.overlap, max_side=args.max_side, refine=args.refine,
-                        device=args.device)
+                        device=args.device, split=args.split)
     cfg = apply_overrides(cfg, args.overrides, "segment")
     videos = _segment_inputs(args.inputs)
     model = load_model(cfg.model, cfg.device)

@@ -17,9 +17,9 @@ from s2d.errors import SettingError
 __all__ = ["DEFAULT_FORMATS", "DEFAULT_REFINE", "FORMATS", "REFINE_MODES", "SegmentConfig", "check_formats",
            "parse_formats"]
 
-#: Edge refinement of the output masks unless ``--refine`` says otherwise ("none" or "crf").
+#: Edge refinement of the output masks unless ``--refine`` says otherwise ("none", "guided" or "crf").
 DEFAULT_REFINE = "none"
-REFINE_MODES = ("none", "crf")
+REFINE_MODES = ("none", "guided", "crf")
 #: Output formats of ``s2d segment``, in the order they are listed and written.
 FORMATS = ("ytvis", "davis", "mots", "overlay")
 DEFAULT_FORMATS = ("ytvis", "davis", "overlay")
@@ -51,12 +51,20 @@ class SegmentConfig:
             zoomed 1–1.5× beyond the 448 px scale; 576 px (zoom 1.29) measured +0.03 union J on the ``seen``
             split over 448, and 640 px little more at 1.2× the cost (``benchmarks/RESULTS.md``, stage 4).
         link_iou: mean IoU over the shared frames that continues a track across chunks.
-        refine: ``"crf"`` snaps each output mask to the image edges with a dense CRF, ``"none"`` does not.
-        refine_max_side: the CRF runs at this long side at most (its cost grows with the pixel count);
+        refine: ``"guided"`` upsamples each object's mask probability with a guided filter on the frame
+            (:mod:`s2d.infer.refine`: edges move onto the image's edges, flat regions keep the model's
+            probability); ``"crf"`` snaps each binary mask to the image edges with a dense CRF (it erases
+            low-contrast objects); ``"none"`` upsamples bilinearly.
+        refine_max_side: refinement runs at this long side at most (its cost grows with the pixel count);
             the refined mask is then resized to the original frame.
+        guided_radius: window radius of the guided filter as a fraction of the refinement size's long side
+            (0.0375 = 32 px at 854×480; chosen on the dev split, 16–48 px measured).
+        guided_eps: the guided filter's regularisation, in squared 0–255 colour levels.
         device: torch device of the model (``"cpu"``, ``"cuda"``, ``"cuda:1"``...).
         min_area: drop tubes covering fewer pixels than this, summed over the chunk at the model's working
             size (empty or speck-sized queries).
+        split: give each space-time connected part of a tube its own track (:mod:`s2d.infer.instances`):
+            objects apart from each other that one query covers (two cars) become separate objects.
     """
 
     model: str = "default"
@@ -68,8 +76,11 @@ class SegmentConfig:
     link_iou: float = 0.3
     refine: str = DEFAULT_REFINE
     refine_max_side: int = 480
+    guided_radius: float = 0.0375
+    guided_eps: float = 0.01
     device: str = "cpu"
     min_area: int = 16
+    split: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -100,6 +111,13 @@ class SegmentConfig:
             raise SettingError(f"device must be a torch device name such as 'cpu' or 'cuda', got {self.device!r}")
         if not _is_int(self.min_area) or self.min_area < 0:
             raise SettingError(f"min area must be an integer >= 0, got {self.min_area!r}")
+        if not _is_number(self.guided_radius) or not 0.0 < float(self.guided_radius) <= 0.5:
+            raise SettingError(f"guided radius must be a fraction of the long side in (0, 0.5], "
+                               f"got {self.guided_radius!r}")
+        if not _is_number(self.guided_eps) or float(self.guided_eps) <= 0.0:
+            raise SettingError(f"guided eps must be a number > 0, got {self.guided_eps!r}")
+        if not isinstance(self.split, bool):
+            raise SettingError(f"split must be true or false, got {self.split!r}")
         return self
 
     @property

@@ -33,7 +33,9 @@ import torch.nn.functional as F
 
 from s2d.errors import InputError, S2DError
 from s2d.infer.config import SegmentConfig
+from s2d.infer.instances import split_tubes
 from s2d.infer.linking import TubeLinker
+from s2d.infer.refine import guided_masks
 from s2d.io.video import Frame
 from s2d.types import FrameResult
 
@@ -196,6 +198,9 @@ class VideoPredictor:
             logits = masks.float() * 2 - 1
         keep = (masks.flatten(1).sum(1) >= max(1, cfg.min_area)).nonzero().flatten()[: cfg.max_objects]
         masks, logits, scores = masks[keep].cpu(), logits[keep].float().cpu(), res["scores"][keep].float().cpu()
+        if cfg.split and len(masks):
+            masks, scores, logits, _ = split_tubes(masks, scores, logits)
+            masks, scores, logits = masks[: cfg.max_objects], scores[: cfg.max_objects], logits[: cfg.max_objects]
         ids = linker.link([it.pos for it in items], masks)
         for tid, sc in zip(ids, scores.tolist()):
             self._score_sum[tid] = self._score_sum.get(tid, 0.0) + float(sc)
@@ -239,7 +244,7 @@ class VideoPredictor:
         if len(ids) == 0:
             return FrameResult.empty(item.pos, H, W)
         masks = np.zeros((len(ids), H, W), dtype=bool)
-        if self.refine_fn is None:
+        if self.config.refine == "none":
             # objects in groups of ≤ _UPSAMPLE_VALUES full-size values: few calls on small frames, bounded
             # memory on large ones (a 4K frame goes one object at a time)
             group = max(1, _UPSAMPLE_VALUES // (H * W))
@@ -251,6 +256,9 @@ class VideoPredictor:
             return self._resolve(item.pos, masks, ids, scores)
         rh, rw = working_size(H, W, self.config.refine_max_side, upscale=False)
         rgb = item.work if item.work.shape[:2] == (rh, rw) else _resize_rgb(item.frame.rgb, (rh, rw))
+        if self.config.refine == "guided":
+            masks = guided_masks(rgb, logits[:, j], self.config.guided_radius, self.config.guided_eps, (H, W))
+            return self._resolve(item.pos, masks, ids, scores)
         for k in range(len(ids)):  # one object at a time: memory of one full-size map
             lg = logits[k, j][None, None]
             if tuple(lg.shape[-2:]) != (rh, rw):

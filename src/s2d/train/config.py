@@ -120,13 +120,18 @@ class DenseConfig:
     # "none" | "crf" (at the working size). Measured (benchmarks/results/stage3_selfdistill.md): the CRF lowers
     # the dense labels' J on the seen sequences (0.653 → 0.628; it erases low-contrast objects) and the
     # self-distilled model's unseen union J (0.626 → 0.609), so labels stay as the teacher predicts them
-    refine: str = "none"
+    refine: str = "none"  # or "guided": the guided filter of `s2d segment --refine guided` at the working size
+    guided_radius: float = 0.0375
+    guided_eps: float = 0.01
     min_area: int = 16
     tta_flip: bool = False  # consensus with the mirrored clip (s2d.infer.tta)
     tta_scales: Tuple[float, ...] = ()  # consensus with the clip resized by these factors, e.g. [1.25]
     # label only the first max_frames frames of each video (None: all): bounds the labelling time of long,
     # unlabeled clips; the rest of the video stays unlabelled (training samples labelled windows only)
     max_frames: Optional[int] = None
+    # split each predicted tube into its space-time connected parts (s2d.infer.instances), so that objects one
+    # query covers become separate labels
+    split: bool = False
 
 
 @dataclass
@@ -185,8 +190,8 @@ class TrainConfig:
             raise SettingError(f"self_distill_rounds must be an integer ≥ 1, got {self.self_distill_rounds!r}")
         if self.self_distill_init not in ("teacher", "init"):
             raise SettingError(f"self_distill_init must be 'teacher' or 'init', got {self.self_distill_init!r}")
-        if self.dense.refine not in ("none", "crf"):
-            raise SettingError(f"dense.refine must be 'none' or 'crf', got {self.dense.refine!r}")
+        if self.dense.refine not in ("none", "guided", "crf"):
+            raise SettingError(f"dense.refine must be 'none', 'guided' or 'crf', got {self.dense.refine!r}")
         if self.dense.max_frames is not None and (not isinstance(self.dense.max_frames, int)
                                                   or self.dense.max_frames < self.dense.window):
             raise SettingError(f"dense.max_frames must be null or an integer ≥ dense.window, "

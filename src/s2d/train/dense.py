@@ -27,7 +27,9 @@ import torch.nn.functional as F
 from pycocotools import mask as mask_utils
 
 from s2d import rle as rle_utils
+from s2d.infer.instances import split_tubes
 from s2d.infer.linking import TubeLinker, match_tubes
+from s2d.infer.refine import guided_masks
 from s2d.infer.tta import predict_tta
 from s2d.io.atomic import atomic_write_text
 from s2d.train.config import DenseConfig
@@ -97,8 +99,14 @@ def predict_video_dense(model: Any, frames: Iterable[np.ndarray], length: int, c
         clip = torch.from_numpy(np.stack([buf[t][1] for t in idx])).permute(0, 3, 1, 2).float().div_(255.0)
         res = predict_tta(model, clip, cfg.score_threshold, flip=cfg.tta_flip, scales=cfg.tta_scales)
         masks = res["masks"].cpu()  # K×t×h×w
+        if cfg.refine == "guided" and len(masks):  # edges onto the frame's edges (s2d.infer.refine)
+            lg = res["mask_logits"].cpu()
+            masks = torch.from_numpy(np.stack([guided_masks(buf[t][1], lg[:, j], cfg.guided_radius, cfg.guided_eps)
+                                               for j, t in enumerate(idx)], 1))
         keep = masks.flatten(1).sum(1) >= cfg.min_area
         masks, scores = masks[keep], res["scores"].cpu()[keep]
+        if cfg.split and len(masks):  # separate objects that one query covers (s2d.infer.instances)
+            masks, scores, _, _ = split_tubes(masks, scores)
         shared = linker.shared_frames(idx)
         reference = None
         if shared and linker.ids and len(masks):  # match against the masks each track keeps on those frames
