@@ -180,7 +180,7 @@ def square(t: int, h: int, w: int) -> Dict[str, tuple]:
 def test_scripted_tubes_are_linked_and_upsampled_exactly() -> None:
     # working size 16×24 (max_side 24), original 32×48: factor 2 exactly
     model = Scripted(square)
-    cfg = SegmentConfig(chunk=4, overlap=2, max_side=24, score_threshold=0.5, min_area=1)
+    cfg = SegmentConfig(chunk=4, overlap=2, max_side=24, score_threshold=0.5, min_area=1, refine="none")
     predictor = VideoPredictor(model, cfg)
     out = list(predictor(flat_frames(12)))
     assert [fr.index for fr in out] == list(range(12))
@@ -210,7 +210,8 @@ def test_overlaps_go_to_the_higher_score() -> None:
         small[6:8, 6:8] = True  # entirely under a: absent from the frame
         return {"a": (a, 0.7), "b": (b, 0.9), "c": (small, 0.6)}
 
-    fr = next(iter(VideoPredictor(Scripted(draw), SegmentConfig(max_side=None, min_area=1))(flat_frames(1))))
+    cfg = SegmentConfig(max_side=None, min_area=1, refine="none")
+    fr = next(iter(VideoPredictor(Scripted(draw), cfg)(flat_frames(1))))
     # tubes come sorted by score: b (0.9) gets id 1, a (0.7) id 2, c (0.6) id 3 but keeps no pixel
     assert fr.ids.tolist() == [1, 2] and fr.scores.tolist() == pytest.approx([0.9, 0.7])
     assert fr.masks[0].sum() == 100 and fr.masks[0][5:15, 5:15].all()  # b whole
@@ -295,7 +296,7 @@ def test_guided_refinement_moves_mask_edges_onto_image_edges() -> None:
         return {"a": (m, 0.9)}
 
     base = dict(chunk=2, overlap=1, max_side=24, min_area=1, refine_max_side=48)
-    plain = next(iter(VideoPredictor(Scripted(blurry), SegmentConfig(**base))(_edge_frames(2))))
+    plain = next(iter(VideoPredictor(Scripted(blurry), SegmentConfig(refine="none", **base))(_edge_frames(2))))
     guided = next(iter(VideoPredictor(Scripted(blurry), SegmentConfig(refine="guided", guided_radius=0.1,
                                                                       **base))(_edge_frames(2))))
     cols = lambda fr: np.nonzero(fr.masks[0][16])[0]  # noqa: E731 - the object's columns on row 16
@@ -311,10 +312,9 @@ def test_split_gives_far_apart_parts_their_own_ids() -> None:
         m[10:16, 16:22] = True
         return {"a": (m, 0.9)}
 
-    cfg = SegmentConfig(chunk=3, overlap=1, max_side=24, min_area=1)
-    one = list(VideoPredictor(Scripted(two_in_one), cfg)(flat_frames(5)))
-    two = list(VideoPredictor(Scripted(two_in_one), SegmentConfig(split=True, **{
-        k: getattr(cfg, k) for k in ("chunk", "overlap", "max_side", "min_area")}))(flat_frames(5)))
+    base = dict(chunk=3, overlap=1, max_side=24, min_area=1, refine="none")
+    one = list(VideoPredictor(Scripted(two_in_one), SegmentConfig(split=False, **base))(flat_frames(5)))
+    two = list(VideoPredictor(Scripted(two_in_one), SegmentConfig(split=True, **base))(flat_frames(5)))
     assert all(fr.ids.tolist() == [1] for fr in one)
     assert all(fr.ids.tolist() == [1, 2] for fr in two)      # two tracks, linked across chunks
     assert all(np.array_equal(a.masks[0], b.masks.any(0)) for a, b in zip(one, two))

@@ -7,8 +7,8 @@ when their pixels, grown by ``gap`` pixels, overlap on the same frame or on cons
 ``gap`` pixels between frames keeps one object in one piece).
 
 :func:`split_tubes` gives each such part its own tube (same score; logits outside the part pushed to ``-20``).
-Parts smaller than ``min_fraction`` of the tube's largest part, or present on fewer than half of its frames,
-stay with the largest part, so specks, thin appendages and a small fast object that does not overlap itself from
+Parts smaller than ``min_fraction`` of the tube's largest part or than ``min_area`` pixels, or present on fewer
+than half of its frames, stay with the largest part, so specks, thin appendages and a small fast object that does not overlap itself from
 frame to frame do not become objects. Objects that touch (a juggler and the ball at his foot) are not separated.
 """
 
@@ -48,7 +48,7 @@ def tube_parts(tube: np.ndarray, gap: int = 2) -> np.ndarray:
 
 
 def split_tubes(masks: torch.Tensor, scores: torch.Tensor, logits: Optional[torch.Tensor] = None, *,
-                min_fraction: float = 0.1, gap: int = 2
+                min_fraction: float = 0.1, min_area: float = 0.0, gap: int = 2
                 ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
     """Split every tube into its space-time parts (see the module docstring).
 
@@ -58,6 +58,8 @@ def split_tubes(masks: torch.Tensor, scores: torch.Tensor, logits: Optional[torc
         logits: optional ``K×L×H×W`` mask logits (same size as ``masks``).
         min_fraction: parts with fewer pixels than this fraction of the tube's largest part (or present on fewer
             than half of the tube's frames) are merged into it.
+        min_area: so are parts smaller than this many pixels per frame (on average over the frames they are
+            on): specks of texture become no objects.
         gap: pixels two parts may be apart and still count as touching.
 
     Returns:
@@ -71,7 +73,8 @@ def split_tubes(masks: torch.Tensor, scores: torch.Tensor, logits: Optional[torc
         ids, sizes = np.unique(lab[lab > 0], return_counts=True)
         if ids.size > 1:
             frames = np.array([(lab == i).reshape(lab.shape[0], -1).any(1).sum() for i in ids])
-            big = ids[(sizes >= min_fraction * sizes.max()) & (2 * frames >= lab.shape[0])]
+            big = ids[(sizes >= min_fraction * sizes.max()) & (2 * frames >= lab.shape[0])
+                      & (sizes >= min_area * frames)]
         else:
             big = ids
         if big.size <= 1:

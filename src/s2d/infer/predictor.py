@@ -199,7 +199,8 @@ class VideoPredictor:
         keep = (masks.flatten(1).sum(1) >= max(1, cfg.min_area)).nonzero().flatten()[: cfg.max_objects]
         masks, logits, scores = masks[keep].cpu(), logits[keep].float().cpu(), res["scores"][keep].float().cpu()
         if cfg.split and len(masks):
-            masks, scores, logits, _ = split_tubes(masks, scores, logits)
+            masks, scores, logits, _ = split_tubes(masks, scores, logits, min_fraction=cfg.split_min_fraction,
+                                                   min_area=cfg.split_min_area * masks.shape[-2] * masks.shape[-1])
             masks, scores, logits = masks[: cfg.max_objects], scores[: cfg.max_objects], logits[: cfg.max_objects]
         ids = linker.link([it.pos for it in items], masks)
         for tid, sc in zip(ids, scores.tolist()):
