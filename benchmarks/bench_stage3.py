@@ -72,51 +72,12 @@ def write_pseudo(pseudo: str, out: Path, seqs: List[str], min_saliency: float = 
 def write_single_frame(masks_dir: str, out: Path, seqs: List[str], top: Optional[int], link_iou: float = 0.3) -> None:
     """Stage-1 masks (``s2d masks`` JSON per sequence, as bench_stage2 saves them) linked frame to frame by
     mask IoU (Hungarian, ≥ ``link_iou``; else a new id) — the "no stage 2/3" baseline. ``top``: keep only the
-    ``top`` highest-scored masks of each frame (None: all)."""
-    from scipy.optimize import linear_sum_assignment
-
-    from s2d import rle as R
-    from s2d.io.formats.ytvis import read_ytvis
-    from s2d.types import Track, VideoSegmentation
+    ``top`` highest-scored masks of each frame (None: all). DAVIS frames are named 00000… as the PNGs written."""
+    from bench_dev import write_stage1
 
     files = {Path(p).name.split(".")[0].split("__")[-1]: p for p in Path(masks_dir).glob("*.json")}
     for s in seqs:
-        v = read_ytvis(files[s])[0]
-        T = v.num_frames
-        per_frame: List[List[tuple]] = [[] for _ in range(T)]
-        for tr in v.tracks:
-            for t, m in enumerate(tr.masks):
-                if m is not None:
-                    per_frame[t].append((tr.score, m))
-        tracks: Dict[int, List] = {}
-        scores: Dict[int, List[float]] = {}
-        prev: List[tuple] = []  # (id, decoded mask)
-        next_id = 1
-        for t in range(T):
-            cur = sorted(per_frame[t], key=lambda x: -x[0])[:top]
-            dec = [R.decode(m) for _, m in cur]
-            ids = [0] * len(cur)
-            if prev and cur:
-                iou = np.zeros((len(cur), len(prev)))
-                for i, a in enumerate(dec):
-                    for j, (_, b) in enumerate(prev):
-                        u = np.logical_or(a, b).sum()
-                        iou[i, j] = np.logical_and(a, b).sum() / u if u else 0.0
-                r, c = linear_sum_assignment(-iou)
-                for i, j in zip(r, c):
-                    if iou[i, j] >= link_iou:
-                        ids[i] = prev[j][0]
-            for i in range(len(cur)):
-                if not ids[i]:
-                    ids[i], next_id = next_id, next_id + 1
-                tracks.setdefault(ids[i], [None] * T)[t] = cur[i][1]
-                scores.setdefault(ids[i], []).append(cur[i][0])
-            prev = [(ids[i], dec[i]) for i in range(len(cur))]
-        frames = sorted(p.stem for p in (Path(DATA) / "JPEGImages" / "480p" / s).glob("*.jpg"))
-        vs = VideoSegmentation(v.height, v.width, T, [Track(k, m, float(np.mean(scores[k])))
-                                                      for k, m in tracks.items() if k <= 255],
-                               name=s, frame_names=frames)
-        vs.to_davis(out / s)
+        write_stage1(Path(files[s]), out / s, top, link_iou)
 
 
 def write_model(ckpt: str, out: Path, seqs: List[str], cfg_kwargs: Dict) -> Dict[str, float]:
