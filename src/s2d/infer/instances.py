@@ -66,13 +66,16 @@ def split_tubes(masks: torch.Tensor, scores: torch.Tensor, logits: Optional[torc
         ``(masks, scores, logits, source)`` with one row per part, in tube order; ``source[i]`` is the input
         tube of part ``i``. A tube with one part is returned unchanged.
     """
+    from scipy import ndimage
+
     out_m, out_s, out_l, src = [], [], [], []
     for k in range(masks.shape[0]):
         tube = masks[k].cpu().numpy()
         lab = tube_parts(tube, gap)
         ids, sizes = np.unique(lab[lab > 0], return_counts=True)
         if ids.size > 1:
-            frames = np.array([(lab == i).reshape(lab.shape[0], -1).any(1).sum() for i in ids])
+            # a part is connected over consecutive frames, so the frames it is on are its box's time extent
+            frames = np.array([sl[0].stop - sl[0].start for sl in ndimage.find_objects(lab)])[ids - 1]
             big = ids[(sizes >= min_fraction * sizes.max()) & (2 * frames >= lab.shape[0])
                       & (sizes >= min_area * frames)]
         else:

@@ -252,12 +252,12 @@ def split_components(entries: List[Tuple[int, int, int, float, dict]], min_area:
     for frame, pos, tid, score, rle in entries:
         m = rle_utils.decode(rle)
         n, lab, stats, _ = cv2.connectedComponentsWithStats(m.astype(np.uint8), connectivity=8)
-        big = [k for k in range(1, n) if stats[k, cv2.CC_STAT_AREA] >= max(min_area, 1)]
         if n <= 2:
             out.append((frame, pos, tid, score, rle))
             continue
-        for k in big:
-            out.append((frame, pos, tid, score, rle_utils.encode(lab == k)))
+        for k in range(1, n):
+            if stats[k, cv2.CC_STAT_AREA] >= max(min_area, 1):
+                out.append((frame, pos, tid, score, rle_utils.encode(lab == k)))
     return out
 
 
