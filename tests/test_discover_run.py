@@ -209,3 +209,24 @@ def test_video_declaring_more_frames_than_it_decodes(tmp_path, monkeypatch):
     rec = discover_video(vids[0], DiscoverSettings(max_side=96))
     assert rec["video"]["length"] == T
     assert all(len(a["segmentations"]) == T for a in rec["annotations"])
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"keymasks": {"typo": 1}}, "unknown keymask setting"),
+    ({"masks": {"typo": 1}}, "unknown stage-1 setting.*masks.typo"),
+    ({"masks": {"max_masks": "abc"}}, "max_masks"),
+    ({"tracker_settings": {"foo": 1}}, "tracker"),
+])
+def test_bad_settings_fail_before_anything_is_written(tmp_path, dataset, settings, message):
+    """A typo in --set is a one-line SettingError before stage 1 runs, and leaves no output folder, so the
+    corrected command is not refused as a different run."""
+    root, masks_dir = dataset
+    _, vids = collect_inputs([str(root)], layout="ytvis")
+    out = tmp_path / "out"
+    with pytest.raises(SettingError, match=message):
+        run_discovery(vids, str(out), DiscoverSettings(masks_from=str(masks_dir), **settings), progress=False,
+                      log=lambda s: None)
+    assert not out.exists()
+    rep = run_discovery(vids, str(out), DiscoverSettings(masks_from=str(masks_dir)), progress=False,
+                        log=lambda s: None)
+    assert len(rep.done) == 2

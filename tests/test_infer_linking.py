@@ -95,3 +95,68 @@ def test_reference_masks_replace_the_previous_chunk() -> None:
 def test_bad_link_iou_is_a_setting_error(bad: float) -> None:
     with pytest.raises(SettingError, match="link_iou"):
         TubeLinker(bad)
+
+
+def tubes_of(chunks_spec):
+    """``[(frames, patterns, starts)]`` → ``[(frames, masks, starts)]``."""
+    out = []
+    for frames, patterns, starts in chunks_spec:
+        f, m = chunk(frames, *patterns)
+        out.append((f, m, starts))
+    return out
+
+
+# (memory, [(frames, tube patterns, may each tube start a track?)], expected ids; 0 = dropped)
+IDENTITY_CASES = {
+    "a weak tube continues its track": (
+        0, [([0, 1, 2], ["11110000"], [True]), ([2, 3, 4], ["11110000"], [False])],
+        [[1], [1]]),
+    "a weak tube that continues nothing is dropped": (
+        0, [([0, 1, 2], ["11110000"], [True]), ([2, 3, 4], ["11110000", "00000011"], [True, False])],
+        [[1], [1, 0]]),
+    "a weak tube never starts a track": (
+        0, [([0, 1, 2], ["11110000"], [False]), ([2, 3, 4], ["11110000"], [True])],
+        [[0], [1]]),
+    "without memory a missed chunk ends the track": (
+        0, [([0, 1, 2], ["11110000"], [True]), ([2, 3, 4], [], []), ([4, 5, 6], ["11110000"], [True])],
+        [[1], [], [2]]),
+    "with memory the returning object gets its id back": (
+        2, [([0, 1, 2], ["11110000"], [True]), ([2, 3, 4], [], []), ([4, 5, 6], ["11110000"], [True])],
+        [[1], [], [1]]),
+    "a weak returning tube is recalled too": (
+        2, [([0, 1, 2], ["11110000"], [True]), ([2, 3, 4], [], []), ([4, 5, 6], ["11100000"], [False])],
+        [[1], [], [1]]),
+    "memory runs out after its chunks": (
+        1, [([0, 1, 2], ["11110000"], [True]), ([2, 3, 4], [], []), ([4, 5, 6], [], []),
+            ([6, 7, 8], ["11110000"], [True])],
+        [[1], [], [], [2]]),
+    "a returning object elsewhere is new": (
+        2, [([0, 1, 2], ["11110000"], [True]), ([2, 3, 4], [], []), ([4, 5, 6], ["00000111"], [True])],
+        [[1], [], [2]]),
+    "a live match beats the memory": (
+        3, [([0, 1, 2], ["11110000", "00001111"], [True, True]), ([2, 3, 4], ["00001111"], [True]),
+            ([4, 5, 6], ["11110000", "00001111"], [True, True])],
+        [[1, 2], [2], [1, 2]]),
+}
+
+
+@pytest.mark.parametrize("name", list(IDENTITY_CASES))
+def test_linker_two_thresholds_and_memory(name: str) -> None:
+    memory, spec, expected = IDENTITY_CASES[name]
+    linker = TubeLinker(0.3, memory=memory)
+    got = [linker.link(frames, masks, starts=starts) for frames, masks, starts in tubes_of(spec)]
+    assert got == expected
+
+
+def test_limit_keeps_the_first_tubes_and_spends_no_id_on_the_rest() -> None:
+    linker = TubeLinker(0.3)
+    frames, masks = chunk([0, 1], "10000000", "01000000", "00100000")
+    assert linker.link(frames, masks, limit=2) == [1, 2, 0]
+    frames, masks = chunk([1, 2], "00000001")
+    assert linker.link(frames, masks) == [3]
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True])
+def test_bad_memory_is_a_setting_error(bad) -> None:
+    with pytest.raises(SettingError, match="track memory"):
+        TubeLinker(0.3, memory=bad)

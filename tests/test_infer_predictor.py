@@ -180,7 +180,8 @@ def square(t: int, h: int, w: int) -> Dict[str, tuple]:
 def test_scripted_tubes_are_linked_and_upsampled_exactly() -> None:
     # working size 16×24 (max_side 24), original 32×48: factor 2 exactly
     model = Scripted(square)
-    cfg = SegmentConfig(chunk=4, overlap=2, max_side=24, score_threshold=0.5, min_area=1, refine="none")
+    cfg = SegmentConfig(chunk=4, overlap=2, max_side=24, score_threshold=0.5, min_area=1, refine="none",
+                        track_memory=0)
     predictor = VideoPredictor(model, cfg)
     out = list(predictor(flat_frames(12)))
     assert [fr.index for fr in out] == list(range(12))
@@ -190,7 +191,7 @@ def test_scripted_tubes_are_linked_and_upsampled_exactly() -> None:
         expect = np.zeros((32, 48), bool)
         expect[8:24, 2 * t:2 * t + 16] = True  # the working-size square, upsampled ×2
         assert np.array_equal(fr.masks[0], expect)
-        # object b: id 2 on frames 0-3; gone; back from frame 9 with a NEW id (ids are never reused)
+        # object b: id 2 on frames 0-3; gone; back from frame 9 with a NEW id (no track memory)
         if t < 4:
             assert ids == [1, 2]
         elif t < 9:
@@ -198,6 +199,36 @@ def test_scripted_tubes_are_linked_and_upsampled_exactly() -> None:
         else:
             assert ids == [1, 3]
     assert predictor.track_scores[1] == pytest.approx(0.9) and predictor.track_scores[2] == pytest.approx(0.6)
+
+
+def test_a_returning_object_gets_its_id_back_within_the_track_memory() -> None:
+    # b is missing from the chunk of frames 4-7 and comes back on frame 9, in the middle of the chunk 6-9
+    cfg = SegmentConfig(chunk=4, overlap=2, max_side=24, score_threshold=0.5, min_area=1, refine="none",
+                        track_memory=2)
+    out = list(VideoPredictor(Scripted(square), cfg)(flat_frames(12)))
+    assert [fr.ids.tolist() for fr in out] == [[1, 2]] * 4 + [[1]] * 5 + [[1, 2]] * 3
+
+
+def dipping(t: int, h: int, w: int) -> Dict[str, tuple]:
+    """A still square and a second one scoring 0.55 throughout; the first scores 0.9, but 0.55 in chunks whose
+    last frame is 4-7 (a scripted tube takes the score of its last frame)."""
+    a = np.zeros((h, w), bool)
+    a[2:10, 2:10] = True
+    b = np.zeros((h, w), bool)
+    b[10:16, 14:22] = True
+    return {"a": (a, 0.55 if 4 <= t < 8 else 0.9), "b": (b, 0.55)}
+
+
+@pytest.mark.parametrize("continue_threshold, expected", [
+    (0.7, [[1]] * 4 + [[]] * 4 + [[2]] * 2),  # one threshold: the dip ends the track, a new id after it
+    (0.5, [[1]] * 10),                          # two thresholds: the track goes on; b never starts one
+])
+def test_two_thresholds_keep_a_track_through_a_dip(continue_threshold: float, expected) -> None:
+    # chunks 0-3, 2-5, 4-7, 6-9: the chunk of frames 4-7 sees a only at 0.55
+    cfg = SegmentConfig(chunk=4, overlap=2, max_side=24, score_threshold=0.7, continue_threshold=continue_threshold,
+                        min_area=1, refine="none", track_memory=0)
+    out = list(VideoPredictor(Scripted(dipping), cfg)(flat_frames(10)))
+    assert [fr.ids.tolist() for fr in out] == expected
 
 
 def test_overlaps_go_to_the_higher_score() -> None:
@@ -332,6 +363,8 @@ def test_working_size() -> None:
     ({"score_threshold": 1.5}, "score threshold"), ({"max_objects": 0}, "max objects"),
     ({"refine": "bilateral"}, "refine"), ({"max_side": 8}, "max side"), ({"link_iou": 0}, "link IoU"),
     ({"guided_radius": 0}, "guided radius"), ({"guided_eps": -1}, "guided eps"), ({"split": "yes"}, "split"),
+    ({"continue_threshold": -0.1}, "continue threshold"), ({"track_memory": -1}, "track memory"),
+    ({"track_memory": 1.5}, "track memory"),
 ])
 def test_bad_settings_are_one_line_setting_errors(changes: dict, match: str) -> None:
     with pytest.raises(SettingError, match=match) as e:

@@ -187,6 +187,12 @@ def test_config_presets_and_overrides(tmp_path: Path):
     y = tmp_path / "c.yaml"
     y.write_text("preset: tiny\nsolver:\n  max_iter: 9\n")
     assert load_train_config(y).solver.max_iter == 9
+    y.write_text("preset: tiny\nsolver:\n  lr: 1e-4\n  max_iter: 2e1\n")  # PyYAML reads both as text
+    got = load_train_config(y).solver
+    assert got.lr == 1e-4 and got.max_iter == 20 and isinstance(got.max_iter, int)
+    y.write_text("preset: tiny\nsolver:\n  lr: fast\n")
+    with pytest.raises(InputError, match="solver.lr must be a number"):
+        load_train_config(y)
     with pytest.raises(SettingError):
         load_train_config("tiny", ["solver.nope=1"])
     with pytest.raises(SettingError):

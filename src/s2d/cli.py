@@ -170,9 +170,10 @@ def _add_discover(sub: "argparse._SubParsersAction") -> None:
                     "(DBSCAN), propagate-and-match, and DBSCAN over the match matrix -> objects whose member\n"
                     "masks are the keymasks.\n\n"
                     "Output folder: videos/<name>.<hash>.json per video (written atomically), settings.json,\n"
-                    "failed.jsonl (videos that failed; the others go on), and pseudo_labels.json: the merged\n"
-                    "YouTube-VIS dataset (one category 'object'; masks on keymask frames, null elsewhere;\n"
-                    "videos named by their path relative to the inputs' root) that `s2d train` reads.",
+                    "failed.jsonl (videos that failed; the others go on, and the exit status is 2), and\n"
+                    "pseudo_labels.json: the merged YouTube-VIS dataset (one category 'object'; masks on\n"
+                    "keymask frames, null elsewhere; videos named by their path relative to the inputs' root)\n"
+                    "that `s2d train` reads.",
         epilog="inputs: video files and frame folders, or ONE dataset root with --layout:\n"
                "  ytvis    ROOT/JPEGImages/<video>/*.jpg\n"
                "  davis    ROOT/JPEGImages/480p/<seq>/*.jpg\n"
@@ -262,8 +263,10 @@ def _add_segment(sub: "argparse._SubParsersAction") -> None:
         description="Stage 4 of S2D: run a trained class-agnostic video Mask2Former over videos or frame\n"
                     "folders and export every object's masks with ids that persist over the video. No prompts,\n"
                     "no labels. The video streams through the model in chunks of L frames that overlap by K;\n"
-                    "tubes are linked across chunks by mask IoU on the shared frames (ids never reused), and\n"
-                    "results are written frame by frame, so memory does not grow with the video's length.\n"
+                    "tubes are linked across chunks by mask IoU on the shared frames, and results are written\n"
+                    "frame by frame, so memory does not grow with the video's length. An object missed for\n"
+                    "up to track_memory chunks gets its id back when it returns; ids are never given to\n"
+                    "another object.\n"
                     "Masks are at the input's original resolution; overlaps go to the higher score.\n\n"
                     "Outputs for an input named NAME (a video file's stem or a frame folder's name):\n"
                     "  ytvis    OUTDIR/NAME/results.json   YouTube-VIS results (RLE masks, one record per track)\n"
@@ -287,7 +290,8 @@ def _add_segment(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--model", default=d.model, metavar="default|PATH",
                    help="the packaged model (default) or a checkpoint written by `s2d train` (<run>/<stage>/model.pt)")
     p.add_argument("--score-threshold", type=float, default=d.score_threshold, metavar="S",
-                   help=f"keep objects scoring at least S in [0, 1] (default {d.score_threshold})")
+                   help=f"an object needs a score of at least S in [0, 1] to start a track (default "
+                        f"{d.score_threshold}); --set continue_threshold=X lets tracks go on above X")
     p.add_argument("--max-objects", type=int, default=d.max_objects, metavar="N",
                    help=f"at most N objects per chunk, highest scores first (default {d.max_objects})")
     p.add_argument("--chunk", type=int, default=d.chunk, metavar="L",
@@ -309,7 +313,7 @@ def _add_segment(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--format", dest="formats", default=",".join(DEFAULT_FORMATS), metavar="LIST",
                    help=f"comma-separated outputs among {','.join(FORMATS)} (default {','.join(DEFAULT_FORMATS)})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help=f"override another setting (repeatable), e.g. --set link_iou=0.5, --set min_area=64, "
+                   help=f"override another setting (repeatable), e.g. --set link_iou=0.5, --set track_memory=4, "
                         f"--set refine_max_side=640; see s2d.infer.SegmentConfig for the keys")
     p.set_defaults(func=_cmd_segment)
 
@@ -620,6 +624,7 @@ def _cmd_discover(args: argparse.Namespace) -> int:
         if target is None:
             raise SettingError(f"--set {key}: unknown section {section!r} (use masks.KEY, tracker.KEY or KEY)")
         target[name] = _parse_value(value)
+    settings.check()  # a bad --set fails here, before any work or output
     if args.masks and not Path(args.masks).exists():
         raise InputError(args.masks, "no such file or directory")
     root, videos = collect_inputs(args.inputs, layout=args.layout, root=args.root)
@@ -628,7 +633,7 @@ def _cmd_discover(args: argparse.Namespace) -> int:
                            ray_address=args.ray, resume=args.resume, progress=sys.stderr.isatty())
     print(f"discover: {len(report.done)} done, {len(report.skipped)} skipped, {len(report.failed)} failed; "
           f"wrote {report.merged}", file=sys.stderr)
-    return 1 if report.failed else 0
+    return EXIT_BAD_INPUT if report.failed else 0  # as `s2d segment`: some inputs failed, the others are done
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

@@ -3,10 +3,20 @@
 A video model predicts mask *tubes* for one chunk of frames at a time, and the same object gets an
 arbitrary query slot in every chunk. Consecutive chunks share some frames, so a tube of the new chunk is
 the continuation of the previous chunk's tube whose masks agree with it on the shared frames: mean IoU over
-those frames, one-to-one by Hungarian assignment, accepted at IoU ≥ ``link_iou``. A tube that matches
-nothing starts a new track. Track ids count up from 1 in first-seen order and are never given out twice,
-so a track that ends (its object left, or a chunk missed it) stays ended: a returning object gets a new id
-rather than silently taking over an old one.
+those frames, one-to-one by Hungarian assignment, accepted at IoU ≥ ``link_iou``.
+
+Identities that survive a bad chunk (issue #16):
+
+* **Two thresholds.** The caller says which tubes may *start* a track (``starts``: confident tubes, score
+  ≥ ``score_threshold`` in :class:`~s2d.infer.SegmentConfig`). A tube that may not start one is kept only if
+  it continues a track, so an object whose score dips just under the start threshold for a chunk keeps its id
+  instead of vanishing, while weak tubes never create objects.
+* **Track memory.** A track missing from a chunk is remembered for ``memory`` chunks with its last mask. A
+  tube that continues no live track but overlaps a remembered track's last mask by ≥ ``link_iou`` (on the
+  first frame the tube has pixels) takes that track's id back: an object missed for a chunk or two returns under its old
+  id. Beyond ``memory`` chunks the id is never given out again.
+
+Track ids count up from 1 in first-seen order.
 
 The same :class:`TubeLinker` serves streaming inference (:mod:`s2d.infer.predictor`) and the dense
 labelset (:func:`s2d.train.dense.predict_video_dense`).
@@ -14,7 +24,7 @@ labelset (:func:`s2d.train.dense.predict_video_dense`).
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -69,11 +79,13 @@ class TubeLinker:
     """Give the tubes of consecutive chunks video-wide track ids.
 
     Call :meth:`link` once per chunk, in video order, with the chunk's frame indices and its tubes' masks.
-    The linker remembers the last chunk (its frames, tube ids and masks: memory of one chunk), matches the
-    new chunk's tubes to it on the frames both cover, and returns one id per tube.
+    The linker remembers the last chunk (its frames, tube ids and masks: memory of one chunk) and, for
+    ``memory`` chunks, the last mask of each track that went missing; it matches the new chunk's tubes to
+    them and returns one id per tube.
 
     Args:
         link_iou: smallest mean IoU over the shared frames that continues a track (0 < link_iou ≤ 1).
+        memory: chunks a track that went missing stays linkable (0: a missed chunk ends it).
 
     Example::
 
@@ -82,54 +94,107 @@ class TubeLinker:
         ids = linker.link([2, 3, 4, 5], masks_b)   # matched on frames 2-3, others get fresh ids
     """
 
-    def __init__(self, link_iou: float = 0.3) -> None:
+    def __init__(self, link_iou: float = 0.3, memory: int = 0) -> None:
         if not 0.0 < float(link_iou) <= 1.0:
             raise SettingError(f"link_iou must be in (0, 1], got {link_iou!r}")
+        if isinstance(memory, bool) or not isinstance(memory, int) or memory < 0:
+            raise SettingError(f"track memory must be an integer >= 0 (chunks), got {memory!r}")
         self.link_iou = float(link_iou)
+        self.memory = memory
         self.next_id = 1
         self.frames: List[int] = []  # frame indices of the last chunk
-        self.ids: List[int] = []  # track id of each tube of the last chunk
-        self._masks: Optional[torch.Tensor] = None  # K×L×H×W masks of the last chunk
+        self.ids: List[int] = []  # track id of each kept tube of the last chunk
+        self._masks: Optional[torch.Tensor] = None  # K×L×H×W masks of the last chunk's kept tubes
+        self._chunk = 0  # chunks linked so far
+        # track id -> (chunk it was last kept in, its mask on its last frame with pixels, h×w): tracks that
+        # went missing
+        self._ended: Dict[int, Tuple[int, torch.Tensor]] = {}
 
     def shared_frames(self, frames: Sequence[int]) -> List[int]:
         """The frames of ``frames`` that the last linked chunk also covered (in ``frames`` order)."""
         last = set(self.frames)
         return [int(t) for t in frames if int(t) in last]
 
-    def link(self, frames: Sequence[int], masks: Masks, reference: Optional[Masks] = None) -> List[int]:
+    def link(self, frames: Sequence[int], masks: Masks, reference: Optional[Masks] = None, *,
+             starts: Optional[Sequence[bool]] = None, limit: Optional[int] = None) -> List[int]:
         """Track ids of the tubes of a new chunk.
 
         Args:
             frames: the chunk's frame indices (length L).
-            masks: ``K×L×H×W`` bool masks of its K tubes.
+            masks: ``K×L×H×W`` bool masks of its K tubes, best first.
             reference: what the previous tubes (``self.ids``, in that order) are matched against on the
                 shared frames, ``len(self.ids)×S×H×W`` with S = ``len(self.shared_frames(frames))``; default:
                 the previous chunk's own masks. The dense labelset passes the masks it has kept per track.
+            starts: per tube, whether it may start a new track (default: all may). A tube that may not and
+                continues no track gets id 0: it is dropped.
+            limit: keep at most this many tubes (the first ones, in the given order, among those not dropped).
 
         Returns:
-            ``K`` ids: the id of the matched previous tube, or a new id (next free, in tube order).
+            ``K`` ids: the id of the continued track, a new id (next free, in tube order), or 0 (dropped).
         """
         frames = [int(t) for t in frames]
         masks = _as_tensor(masks)
         if masks.ndim != 4 or masks.shape[1] != len(frames):
             raise ValueError(f"masks must be K×{len(frames)}×H×W for {len(frames)} frames, got {tuple(masks.shape)}")
-        shared = self.shared_frames(frames)
-        assign: Dict[int, int] = {}
-        if shared and self.ids and masks.shape[0]:
-            cur = masks[:, [frames.index(t) for t in shared]]
-            if reference is None:
-                assert self._masks is not None
-                reference = self._masks[:, [self.frames.index(t) for t in shared]]
-            reference = _as_tensor(reference)
-            if reference.shape[0] != len(self.ids):
-                raise ValueError(f"reference has {reference.shape[0]} tubes, the last chunk {len(self.ids)}")
-            pairs = match_tubes(tube_iou(cur, reference.to(cur.device)), self.link_iou)
-            assign = {k: self.ids[j] for k, j in pairs.items()}
-        ids = []
-        for k in range(masks.shape[0]):
-            if k not in assign:
-                assign[k] = self.next_id
-                self.next_id += 1
-            ids.append(assign[k])
-        self.frames, self.ids, self._masks = frames, ids, masks
+        n = masks.shape[0]
+        starts = [True] * n if starts is None else [bool(s) for s in starts]
+        if len(starts) != n:
+            raise ValueError(f"starts has {len(starts)} entries for {n} tubes")
+        assign = self._continue_live(frames, masks, reference)
+        assign.update(self._continue_ended(masks, [k for k in range(n) if k not in assign]))
+        ids: List[int] = []
+        for k in range(n):
+            tid = assign.get(k)
+            if (limit is not None and len(ids) - ids.count(0) >= limit) or (tid is None and not starts[k]):
+                ids.append(0)
+                continue
+            if tid is None:
+                tid, self.next_id = self.next_id, self.next_id + 1
+            ids.append(tid)
+        self._remember(frames, masks, ids)
         return ids
+
+    def _continue_live(self, frames: List[int], masks: torch.Tensor, reference: Optional[Masks]) -> Dict[int, int]:
+        """``{tube: id}`` of the tubes that continue a track of the last chunk (IoU on the shared frames)."""
+        shared = self.shared_frames(frames)
+        if not (shared and self.ids and masks.shape[0]):
+            return {}
+        cur = masks[:, [frames.index(t) for t in shared]]
+        if reference is None:
+            assert self._masks is not None
+            reference = self._masks[:, [self.frames.index(t) for t in shared]]
+        reference = _as_tensor(reference)
+        if reference.shape[0] != len(self.ids):
+            raise ValueError(f"reference has {reference.shape[0]} tubes, the last chunk {len(self.ids)}")
+        pairs = match_tubes(tube_iou(cur, reference.to(cur.device)), self.link_iou)
+        return {k: self.ids[j] for k, j in pairs.items()}
+
+    def _continue_ended(self, masks: torch.Tensor, free: List[int]) -> Dict[int, int]:
+        """``{tube: id}`` of free tubes whose first non-empty frame overlaps a remembered track's last mask."""
+        recall = [tid for tid, (seen, _) in self._ended.items() if self._chunk - seen - 1 <= self.memory]
+        if not (free and recall):
+            return {}
+        last = torch.stack([self._ended[tid][1] for tid in recall])[:, None]  # R×1×H×W
+        sub = masks[free]
+        at = sub.flatten(2).any(-1).to(torch.uint8).argmax(1)  # each tube's first frame with pixels
+        first = sub[torch.arange(len(free)), at][:, None]  # F×1×H×W
+        if first.shape[-2:] != last.shape[-2:]:
+            return {}
+        pairs = match_tubes(tube_iou(first, last.to(first.device)), self.link_iou)
+        return {free[k]: recall[j] for k, j in pairs.items()}
+
+    def _remember(self, frames: List[int], masks: torch.Tensor, ids: List[int]) -> None:
+        """Keep the chunk's kept tubes; tracks of the last chunk that were not continued become ended."""
+        kept = [k for k, i in enumerate(ids) if i > 0]
+        new_ids = [ids[k] for k in kept]
+        if self.memory and self._masks is not None:
+            for j, tid in enumerate(self.ids):
+                if tid not in new_ids:  # kept in the last chunk, missing from this one: remember its last pixels
+                    has = self._masks[j].flatten(1).any(-1).nonzero().flatten()
+                    last = self._masks[j, int(has[-1]) if len(has) else -1]
+                    self._ended[tid] = (self._chunk - 1, last.clone())
+        self._chunk += 1
+        # chunks missed so far by the next chunk's time: ``self._chunk - seen - 1``
+        self._ended = {t: v for t, v in self._ended.items()
+                       if t not in new_ids and self._chunk - v[0] - 1 <= self.memory}
+        self.frames, self.ids, self._masks = frames, new_ids, masks[kept]

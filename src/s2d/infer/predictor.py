@@ -122,7 +122,7 @@ class VideoPredictor:
         self._score_sum, self._score_n = {}, {}
         self._enc_cache: Dict[int, Tuple[torch.Tensor, List[torch.Tensor]]] = {}
         self.frames_read = 0
-        linker = TubeLinker(cfg.link_iou)
+        linker = TubeLinker(cfg.link_iou, cfg.track_memory)
         window: Deque[_Item] = deque(maxlen=cfg.chunk)  # the last ≤ L frames: the next chunk
         source = iter(frames)
         size: Optional[Tuple[int, int]] = None
@@ -188,21 +188,24 @@ class VideoPredictor:
         cfg = self.config
         clip = torch.from_numpy(np.stack([it.work for it in items])).permute(0, 3, 1, 2)  # L×3×h×w uint8
         encoded = self._encode(items, clip)
+        low = min(cfg.continue_threshold, cfg.score_threshold)
         if encoded is None:
-            res = self.model.predict(clip, score_threshold=cfg.score_threshold)
+            res = self.model.predict(clip, score_threshold=low)
         else:
-            res = self.model.predict(clip, score_threshold=cfg.score_threshold, encoded=encoded)
+            res = self.model.predict(clip, score_threshold=low, encoded=encoded)
         masks = res["masks"]
         logits = res.get("mask_logits")
         if logits is None:  # a model that only gives masks: ±1 logits reproduce them
             logits = masks.float() * 2 - 1
-        keep = (masks.flatten(1).sum(1) >= max(1, cfg.min_area)).nonzero().flatten()[: cfg.max_objects]
+        keep = (masks.flatten(1).sum(1) >= max(1, cfg.min_area)).nonzero().flatten()
         masks, logits, scores = masks[keep].cpu(), logits[keep].float().cpu(), res["scores"][keep].float().cpu()
         if cfg.split and len(masks):
             masks, scores, logits, _ = split_tubes(masks, scores, logits, min_fraction=cfg.split_min_fraction,
                                                    min_area=cfg.split_min_area * masks.shape[-2] * masks.shape[-1])
-            masks, scores, logits = masks[: cfg.max_objects], scores[: cfg.max_objects], logits[: cfg.max_objects]
-        ids = linker.link([it.pos for it in items], masks)
+        ids = linker.link([it.pos for it in items], masks, starts=(scores >= cfg.score_threshold).tolist(),
+                          limit=cfg.max_objects)
+        kept = [k for k, i in enumerate(ids) if i > 0]
+        ids, scores, logits = [ids[k] for k in kept], scores[kept], logits[kept]
         for tid, sc in zip(ids, scores.tolist()):
             self._score_sum[tid] = self._score_sum.get(tid, 0.0) + float(sc)
             self._score_n[tid] = self._score_n.get(tid, 0) + 1

@@ -50,6 +50,7 @@ __all__ = [
     "natural_key",
     "open_video",
     "probe_video",
+    "read_image",
     "read_frames",
     "scaled_size",
 ]
@@ -213,7 +214,7 @@ def _glob_name(pattern: str, files: Sequence[Path]) -> str:
     return files[0].parent.name if files else ""
 
 
-def _read_image(path: Path) -> np.ndarray:
+def read_image(path: Path) -> np.ndarray:
     """Decode an image file to RGB uint8.
 
     ``np.fromfile`` + ``cv2.imdecode`` instead of ``cv2.imread`` so non-ASCII paths work on every OS;
@@ -306,7 +307,7 @@ class VideoStream:
             what = "folder" if kind == "folder" else "pattern"
             raise InputError(where, f"no image frames (.jpg/.png) in {what}")
         self._files = files
-        first = _read_image(files[0])
+        first = read_image(files[0])
         self._first_image = first
         h, w = first.shape[:2]
         ow, oh = scaled_size(w, h, self.max_side)
@@ -379,7 +380,7 @@ class VideoStream:
             if i == 0 and self._first_image is not None:
                 rgb, self._first_image = self._first_image, None
             else:
-                rgb = _read_image(path)
+                rgb = read_image(path)
             h, w = rgb.shape[:2]
             if (w, h) != (info.orig_width, info.orig_height):
                 raise InputError(path, f"frame size {w}x{h} differs from {info.orig_width}x{info.orig_height} "

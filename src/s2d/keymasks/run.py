@@ -26,14 +26,16 @@ import sys
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from s2d.errors import InputError, S2DError, SettingError
+from s2d.io.video import VIDEO_EXTENSIONS
 
 LAYOUTS = ("ytvis", "davis", "folders")
-VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+#: video files the ``folders`` layout and plain inputs take: exactly what the video reader opens
+VIDEO_EXTS = tuple(sorted(VIDEO_EXTENSIONS))
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}
 
@@ -172,6 +174,29 @@ class DiscoverSettings:
     cache_dir: Optional[str] = None
     threads: Optional[int] = None
 
+    def check(self) -> "DiscoverSettings":
+        """Build every stage's config once, so a bad key or value is a one-line :class:`SettingError` (naming
+        it) before any video runs or anything is written; returns ``self``."""
+        from s2d.frames import MaskConfig
+        from s2d.keymasks.config import KeymaskConfig
+
+        if not isinstance(self.masks, dict) or not isinstance(self.keymasks, dict):
+            raise SettingError("stage-1 and keymask settings must be mappings of setting names to values")
+        known = {f.name for f in fields(MaskConfig)}
+        unknown = sorted(set(self.masks) - known)
+        if unknown:
+            raise SettingError(f"unknown stage-1 setting(s) masks.{', masks.'.join(map(str, unknown))} "
+                               f"(known: {', '.join(sorted(known))})")
+        try:
+            MaskConfig(**self.masks)
+        except (TypeError, ValueError) as exc:
+            raise SettingError(f"stage-1 settings: {exc}") from None
+        KeymaskConfig.from_dict(self.keymasks)
+        close = getattr(_build_tracker(self), "close", None)
+        if close is not None:
+            close()
+        return self
+
     def fingerprint(self) -> Dict[str, Any]:
         """The settings that change results (stored in OUTDIR/settings.json; a resume must match)."""
         d = asdict(self)
@@ -297,7 +322,7 @@ def _process(video: VideoInput, settings: DiscoverSettings, out_path: str, progr
 
     try:
         record = discover_video(video, settings, progress=progress)
-        atomic_write_text(out_path, json.dumps(record))
+        atomic_write_text(out_path, json.dumps(record), fsync=True)
         return {"rel": video.rel, "status": "done", "objects": len(record["annotations"]),
                 "frames": record["video"]["length"]}
     except KeyboardInterrupt:
@@ -346,7 +371,7 @@ def _check_resume(outdir: Path, root: Path, settings: DiscoverSettings, resume: 
                                "settings (or choose another output folder)")
     elif existing and not resume:
         raise SettingError(f"{outdir} already has results; pass --resume or choose another output folder")
-    atomic_write_text(meta_path, json.dumps(meta, indent=2))
+    atomic_write_text(meta_path, json.dumps(meta, indent=2), fsync=True)
 
 
 def run_discovery(videos: Sequence[VideoInput], outdir: str, settings: DiscoverSettings, *,
@@ -372,6 +397,7 @@ def run_discovery(videos: Sequence[VideoInput], outdir: str, settings: DiscoverS
     """
     if workers < 1:
         raise SettingError(f"--workers must be >= 1, got {workers}")
+    settings.check()
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "videos").mkdir(exist_ok=True)
@@ -496,7 +522,7 @@ def merge_outputs(outdir: Path, videos: Sequence[VideoInput], root: Optional[Pat
         "categories": [CATEGORY],
     }
     path = outdir / "pseudo_labels.json"
-    atomic_write_text(path, json.dumps(data))
+    atomic_write_text(path, json.dumps(data), fsync=True)
     return path
 
 

@@ -39,12 +39,12 @@ def sine_position_2d(n: int, h: int, w: int, dim: int, device: torch.device, dty
     half = dim // 2
     ys = (torch.arange(h, device=device, dtype=torch.float32) + 1) / (h + 1e-6) * 2 * math.pi
     xs = (torch.arange(w, device=device, dtype=torch.float32) + 1) / (w + 1e-6) * 2 * math.pi
-    pos = torch.cat([_sine_1d(ys, half)[:, None, :].expand(h, w, half),
-                     _sine_1d(xs, dim - half)[None, :, :].expand(h, w, dim - half)], dim=-1)
+    pos = torch.cat([sine_1d(ys, half)[:, None, :].expand(h, w, half),
+                     sine_1d(xs, dim - half)[None, :, :].expand(h, w, dim - half)], dim=-1)
     return pos.permute(2, 0, 1).unsqueeze(0).expand(n, dim, h, w).to(dtype)
 
 
-def _sine_1d(coord: torch.Tensor, dim: int, temperature: float = 10000.0) -> torch.Tensor:
+def sine_1d(coord: torch.Tensor, dim: int, temperature: float = 10000.0) -> torch.Tensor:
     """``len(coord)×dim`` interleaved sin/cos encoding of (already scaled) coordinates."""
     i = torch.arange(dim, device=coord.device, dtype=torch.float32)
     freq = temperature ** (2 * torch.div(i, 2, rounding_mode="floor") / max(dim, 1))

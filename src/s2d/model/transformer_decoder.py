@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from s2d.model.pixel_decoder import _sine_1d
+from s2d.model.pixel_decoder import sine_1d
 
 __all__ = ["VideoTransformerDecoder", "sine_position_3d"]
 
@@ -33,9 +33,9 @@ def sine_position_3d(t: int, h: int, w: int, dim: int, device: torch.device, dty
     ys = (torch.arange(h, device=device, dtype=torch.float32) + 1) / (h + 1e-6) * 2 * math.pi
     xs = (torch.arange(w, device=device, dtype=torch.float32) + 1) / (w + 1e-6) * 2 * math.pi
     ts = (torch.arange(t, device=device, dtype=torch.float32) + 1) / (t + 1e-6) * 2 * math.pi
-    spatial = torch.cat([_sine_1d(ys, half)[:, None, :].expand(h, w, half),
-                         _sine_1d(xs, dim - half)[None, :, :].expand(h, w, dim - half)], -1)
-    pos = spatial[None] + _sine_1d(ts, dim)[:, None, None, :]
+    spatial = torch.cat([sine_1d(ys, half)[:, None, :].expand(h, w, half),
+                         sine_1d(xs, dim - half)[None, :, :].expand(h, w, dim - half)], -1)
+    pos = spatial[None] + sine_1d(ts, dim)[:, None, None, :]
     return pos.reshape(t * h * w, dim).to(dtype)
 
 

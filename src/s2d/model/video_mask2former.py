@@ -197,7 +197,7 @@ class VideoMask2Former(nn.Module):
             state[k] = v.half() if compact and v.is_floating_point() else v
         payload = {"format": CHECKPOINT_FORMAT, "config": self.config.to_dict(), "model": state,
                    "extra": dict(extra or {}, compact=True) if compact else (extra or {})}
-        with atomic_path(path) as tmp:
+        with atomic_path(path, fsync=True) as tmp:
             torch.save(payload, tmp)
 
     def load_checkpoint(self, path: PathLike, strict: bool = True) -> Dict[str, Any]:

@@ -130,8 +130,10 @@ class DenseConfig:
     # unlabeled clips; the rest of the video stays unlabelled (training samples labelled windows only)
     max_frames: Optional[int] = None
     # split each predicted tube into its space-time connected parts (s2d.infer.instances), so that objects one
-    # query covers become separate labels
+    # query covers become separate labels; parts under split_min_area of the frame stay with the largest
+    # part (the rule and default of `s2d segment`)
     split: bool = False
+    split_min_area: float = 0.002
 
 
 @dataclass
@@ -192,6 +194,9 @@ class TrainConfig:
             raise SettingError(f"self_distill_init must be 'teacher' or 'init', got {self.self_distill_init!r}")
         if self.dense.refine not in ("none", "guided", "crf"):
             raise SettingError(f"dense.refine must be 'none', 'guided' or 'crf', got {self.dense.refine!r}")
+        sma = self.dense.split_min_area
+        if isinstance(sma, bool) or not isinstance(sma, (int, float)) or not 0.0 <= sma <= 1.0:
+            raise SettingError(f"dense.split_min_area must be a fraction in [0, 1], got {self.dense.split_min_area!r}")
         if self.dense.max_frames is not None and (not isinstance(self.dense.max_frames, int)
                                                   or self.dense.max_frames < self.dense.window):
             raise SettingError(f"dense.max_frames must be null or an integer ≥ dense.window, "
@@ -303,6 +308,17 @@ def _coerce(value: str, current: Any) -> Any:
     return v
 
 
+def _yaml_number(value: Any, current: Any, key: str) -> Any:
+    """A YAML value where the setting is a number: PyYAML reads ``1e-4`` (no dot) as text, so read it again."""
+    if not isinstance(value, str) or isinstance(current, bool) or not isinstance(current, (int, float)):
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        raise SettingError(f"{key} must be a number, got {value!r}") from None
+    return number if isinstance(current, float) or not number.is_integer() else int(number)
+
+
 def apply_train_overrides(cfg: TrainConfig, overrides: Iterable[str]) -> TrainConfig:
     """Apply ``key=value`` strings; values are parsed as YAML (``data.size=[128,224]``, ``init=null``).
     ``model.KEY=VALUE`` appends ``KEY=VALUE`` to ``model_overrides``."""
@@ -355,12 +371,12 @@ def load_train_config(config: Union[str, "os.PathLike[str]", TrainConfig, None] 
             raise InputError(path, "train config YAML must be a mapping")
         preset = data.pop("preset", "cpu")
         merged = train_preset(preset).to_dict()
-        for k, v in data.items():
-            if isinstance(v, dict) and isinstance(merged.get(k), dict):
-                merged[k].update(v)
-            else:
-                merged[k] = v
         try:
+            for k, v in data.items():
+                if isinstance(v, dict) and isinstance(merged.get(k), dict):
+                    merged[k].update({kk: _yaml_number(vv, merged[k].get(kk), f"{k}.{kk}") for kk, vv in v.items()})
+                else:
+                    merged[k] = _yaml_number(v, merged.get(k), str(k))
             base = TrainConfig.from_dict(merged)
         except SettingError as e:
             raise InputError(path, str(e)) from None

@@ -126,7 +126,7 @@ def resolve_video(root: PathLike, video: LabelledVideo) -> Path:
 
 def read_frames_at(root: PathLike, video: LabelledVideo, indices: Sequence[int]) -> List[np.ndarray]:
     """Decode only ``indices`` (any order, repeats allowed) → list of ``H×W×3`` uint8 RGB."""
-    from s2d.io.video import _read_image, open_video
+    from s2d.io.video import read_image, open_video
 
     want = sorted(set(int(i) for i in indices))
     got: Dict[int, np.ndarray] = {}
@@ -135,7 +135,7 @@ def read_frames_at(root: PathLike, video: LabelledVideo, indices: Sequence[int])
             f = Path(root) / video.file_names[t]
             if not f.is_file():
                 raise InputError(f, f"frame {t} of video {video.source!r} not found under the videos root")
-            got[t] = _read_image(f)
+            got[t] = read_image(f)
     else:
         path = resolve_video(root, video)
         with open_video(path, start=want[0], end=want[-1] + 1) as stream:
@@ -150,14 +150,14 @@ def read_frames_at(root: PathLike, video: LabelledVideo, indices: Sequence[int])
 
 def iter_video_frames(root: PathLike, video: LabelledVideo) -> Iterator[np.ndarray]:
     """All frames of a video in order (one decoded at a time), as ``H×W×3`` uint8 RGB."""
-    from s2d.io.video import _read_image, open_video
+    from s2d.io.video import read_image, open_video
 
     if video.kind == "folder":
         for t, name in enumerate(video.file_names[:video.length]):
             f = Path(root) / name
             if not f.is_file():
                 raise InputError(f, f"frame {t} of video {video.source!r} not found under the videos root")
-            yield _read_image(f)
+            yield read_image(f)
         return
     path = resolve_video(root, video)
     n = 0

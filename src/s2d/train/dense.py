@@ -106,7 +106,8 @@ def predict_video_dense(model: Any, frames: Iterable[np.ndarray], length: int, c
         keep = masks.flatten(1).sum(1) >= cfg.min_area
         masks, scores = masks[keep], res["scores"].cpu()[keep]
         if cfg.split and len(masks):  # separate objects that one query covers (s2d.infer.instances)
-            masks, scores, _, _ = split_tubes(masks, scores)
+            masks, scores, _, _ = split_tubes(masks, scores,
+                                              min_area=cfg.split_min_area * masks.shape[-2] * masks.shape[-1])
         shared = linker.shared_frames(idx)
         reference = None
         if shared and linker.ids and len(masks):  # match against the masks each track keeps on those frames
@@ -171,7 +172,7 @@ def build_dense_labelset(model: Any, data: Union[Labelset, PathLike], videos_roo
     out["videos"], out["annotations"] = videos, anns
     path = Path(out_path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(out))
+    atomic_write_text(path, json.dumps(out), fsync=True)
     return path
 
 

@@ -280,7 +280,7 @@ def train_stage(config: TrainConfig, data: PathLike, videos_root: PathLike, run_
                        "teacher": {k: v.detach().cpu() for k, v in teacher.state_dict().items()},
                        "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _rng_state(),
                        "labelset": os.fspath(data)}
-            with atomic_path(last) as tmp:
+            with atomic_path(last, fsync=True) as tmp:
                 torch.save(payload, tmp)
         barrier(env)
 
@@ -372,7 +372,7 @@ def _record_config(run: Path, cfg: TrainConfig) -> None:
         while (run / f"train_config.{k}.json").exists():
             k += 1
         atomic_write_text(run / f"train_config.{k}.json", old)
-    atomic_write_text(path, text)
+    atomic_write_text(path, text, fsync=True)
 
 
 def train(config: Union[TrainConfig, str, PathLike, None], data: PathLike, videos_root: PathLike,

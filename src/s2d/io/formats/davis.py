@@ -19,7 +19,6 @@ greyscale, values only {0, 255} in every frame of the video) is one object, id 1
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -28,6 +27,7 @@ from PIL import Image
 
 from s2d.errors import InputError, ValidationError
 from s2d.io.atomic import atomic_path
+from s2d.io.video import natural_key
 from s2d.types import FrameResult, Track, VideoSegmentation
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -65,12 +65,6 @@ def _palette_flat() -> List[int]:
     if _PALETTE_FLAT is None:
         _PALETTE_FLAT = davis_palette().reshape(-1).tolist()
     return _PALETTE_FLAT
-
-
-def natural_key(name: str) -> Tuple:
-    """Sort key putting ``frame2`` before ``frame10`` (digits compare as numbers)."""
-    return tuple((0, int(part), part) if part.isdigit() else (1, 0, part)
-                 for part in re.split(r"(\d+)", name) if part != "")
 
 
 def _check_name(name: str) -> str:
