@@ -350,6 +350,8 @@ def test_dense_labelset_format_and_self_distill(dataset: Path, tmp_path: Path):
     assert len(load_labelset(guided).videos) == 2
     with pytest.raises(SettingError, match="dense.max_frames"):
         load_train_config("tiny", ["dense.max_frames=1"])
+    with pytest.raises(SettingError, match="dense.split_min_area"):
+        load_train_config("tiny", ["dense.split_min_area=2"])
 
 
 def test_dense_windows_link_one_object_across_the_video():
@@ -385,6 +387,30 @@ def test_dense_windows_link_one_object_across_the_video():
     for t, s in enumerate(segs):
         m = rle_utils.decode(s)
         assert m[4:12, 2 * t:2 * t + 8].all() and m.sum() == 64
+
+
+@pytest.mark.parametrize("min_area, objects", [(0.0, 3), (0.01, 2)])
+def test_dense_split_uses_the_segment_rule_for_small_parts(min_area, objects):
+    """dense.split gives far-apart parts of one tube their own labels; parts under dense.split_min_area of the
+    frame stay with the largest part, as in `s2d segment`."""
+    import numpy as np
+
+    from s2d.train.config import DenseConfig
+    from s2d.train.dense import predict_video_dense
+
+    class Fake:  # one tube: two 8×8 squares far apart and a 3×3 speck (0.6 % of the 32×48 frame)
+        def predict(self, clip, score_threshold=0.0):
+            t, _, h, w = clip.shape
+            m = torch.zeros(1, t, h, w, dtype=torch.bool)
+            m[0, :, 2:10, 2:10] = True
+            m[0, :, 20:28, 36:44] = True
+            m[0, :, 27:30, 4:7] = True
+            return {"scores": torch.tensor([0.9]), "masks": m}
+
+    frames = [np.zeros((32, 48, 3), np.uint8) for _ in range(5)]
+    cfg = DenseConfig(window=3, overlap=1, max_side=None, min_area=1, split=True, split_min_area=min_area)
+    objs = predict_video_dense(Fake(), iter(frames), 5, cfg)
+    assert len(objs) == objects and all(all(s is not None for s in o["segs"]) for o in objs)
 
 
 def test_image_warm_start_then_init_and_resume_config_mismatch(dataset: Path, tmp_path: Path):
