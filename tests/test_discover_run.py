@@ -162,6 +162,17 @@ def test_resume_with_other_settings_is_refused(tmp_path, dataset):
         run_discovery(vids, str(out), other, resume=True, progress=False, log=lambda s: None)
 
 
+def test_resume_with_another_root_is_refused(tmp_path, dataset):
+    root, masks_dir = dataset
+    out = tmp_path / "out"
+    _run(root, masks_dir, out)
+    vroot, vids = collect_inputs([str(root)], layout="ytvis")
+    with pytest.raises(SettingError, match="was started with root"):
+        run_discovery(vids, str(out), DiscoverSettings(masks_from=str(masks_dir)), root=vroot.parent, resume=True,
+                      progress=False, log=lambda s: None)
+    assert _run(root, masks_dir, out, resume=True).skipped  # the same root resumes
+
+
 def test_a_failing_video_is_logged_and_the_others_finish(tmp_path, dataset):
     root, masks_dir = dataset
     (masks_dir / "b.json").write_text("{broken")

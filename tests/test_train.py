@@ -424,6 +424,13 @@ def test_image_warm_start_then_init_and_resume_config_mismatch(dataset: Path, tm
     other = load_train_config(cfg, ["model.num_queries=4"])
     with pytest.raises(InputError, match="num_queries"):
         train_stage(other, dataset, videos, tmp_path / "main", progress=False, resume=True)
+    # a stage in progress continues only with the settings it started with
+    for change, key in (("solver.lr=0.5", "solver.lr"), ("data.clip_len=1", "data.clip_len"), ("seed=3", "seed")):
+        with pytest.raises(InputError, match=f"other settings \\({key}\\)"):
+            train_stage(load_train_config(cfg, [change]), dataset, videos, tmp_path / "main", progress=False,
+                        resume=True)
+    same = load_train_config(cfg, ["dense.score_threshold=0.6"])  # a later stage's setting may change
+    assert train_stage(same, dataset, videos, tmp_path / "main", progress=False, resume=True).step == 2
 
 
 @pytest.mark.parametrize("start", ["teacher", "init"])

@@ -369,6 +369,9 @@ def _check_resume(outdir: Path, root: Path, settings: DiscoverSettings, resume: 
         if old.get("settings") != meta["settings"]:
             raise SettingError(f"{outdir} was started with other settings; --resume needs the same "
                                "settings (or choose another output folder)")
+        if old.get("root") is not None and old["root"] != meta["root"]:
+            raise SettingError(f"{outdir} was started with root {old['root']}, not {root}; --resume needs the same "
+                               f"root (video names are relative to it), e.g. --root {old['root']}")
     elif existing and not resume:
         raise SettingError(f"{outdir} already has results; pass --resume or choose another output folder")
     atomic_write_text(meta_path, json.dumps(meta, indent=2), fsync=True)

@@ -205,6 +205,25 @@ def _truncate_metrics(path: Path, stage: str, step: int) -> None:
 # --------------------------------------------------------------------------- one stage
 
 
+#: what a stage in progress reads: changing it mid-stage would not continue the run identically
+_STAGE_SECTIONS = ("solver", "data", "distill")
+_STAGE_KEYS = ("seed",)
+
+
+def _stage_settings_changed(old: Optional[Dict[str, Any]], new: Dict[str, Any]) -> List[str]:
+    """Dotted keys of the settings a running stage reads that differ between ``old`` and ``new`` (train
+    config dicts); none for a checkpoint that did not record its config. Tuples and lists compare equal."""
+    if not isinstance(old, dict):
+        return []
+    old, new = json.loads(json.dumps(old, default=str)), json.loads(json.dumps(new, default=str))
+    changed = [k for k in _STAGE_KEYS if k in old and old[k] != new.get(k)]
+    for sec in _STAGE_SECTIONS:
+        a, b = old.get(sec) or {}, new.get(sec) or {}
+        # keys the old run did not know (added since) cannot be compared
+        changed += [f"{sec}.{k}" for k in sorted(set(a) & set(b)) if a[k] != b[k]]
+    return changed
+
+
 def train_stage(config: TrainConfig, data: PathLike, videos_root: PathLike, run_dir: PathLike,
                 stage: str = "distill", *, resume: bool = False, init: Optional[PathLike] = None,
                 device: Union[str, torch.device, None] = None, progress: bool = True,
@@ -257,6 +276,10 @@ def train_stage(config: TrainConfig, data: PathLike, videos_root: PathLike, run_
             raise InputError(last, f"training checkpoint does not match this config: {' '.join(str(e).split())[:300]}"
                              ) from None
         step = int(ckpt["step"])
+        changed = _stage_settings_changed(ckpt.get("train_config"), cfg.to_dict()) if step < total else []
+        if changed:
+            raise InputError(last, f"this stage was started with other settings ({', '.join(changed)}); resume "
+                                   f"with the same settings or use a new run folder")
         _set_rng_state(ckpt["rng"])
     if resume and final.exists() and step >= total:
         return StageResult(stage, step, last, final, model, teacher.model, skipped=True)
