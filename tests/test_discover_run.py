@@ -224,7 +224,7 @@ def test_video_declaring_more_frames_than_it_decodes(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("settings, message", [
     ({"keymasks": {"typo": 1}}, "unknown keymask setting"),
-    ({"masks": {"typo": 1}}, "unknown stage-1 setting.*masks.typo"),
+    ({"masks": {"typo": 1}}, "stage-1 settings \\(masks.KEY\\): unknown mask setting.*typo"),
     ({"masks": {"max_masks": "abc"}}, "max_masks"),
     ({"tracker_settings": {"foo": 1}}, "tracker"),
 ])

@@ -624,7 +624,6 @@ def _cmd_discover(args: argparse.Namespace) -> int:
         if target is None:
             raise SettingError(f"--set {key}: unknown section {section!r} (use masks.KEY, tracker.KEY or KEY)")
         target[name] = _parse_value(value)
-    settings.check()  # a bad --set fails here, before any work or output
     if args.masks and not Path(args.masks).exists():
         raise InputError(args.masks, "no such file or directory")
     root, videos = collect_inputs(args.inputs, layout=args.layout, root=args.root)

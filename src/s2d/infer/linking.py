@@ -143,14 +143,16 @@ class TubeLinker:
         assign = self._continue_live(frames, masks, reference)
         assign.update(self._continue_ended(masks, [k for k in range(n) if k not in assign]))
         ids: List[int] = []
+        kept = 0
         for k in range(n):
             tid = assign.get(k)
-            if (limit is not None and len(ids) - ids.count(0) >= limit) or (tid is None and not starts[k]):
+            if (limit is not None and kept >= limit) or (tid is None and not starts[k]):
                 ids.append(0)
                 continue
             if tid is None:
                 tid, self.next_id = self.next_id, self.next_id + 1
             ids.append(tid)
+            kept += 1
         self._remember(frames, masks, ids)
         return ids
 
@@ -171,7 +173,7 @@ class TubeLinker:
 
     def _continue_ended(self, masks: torch.Tensor, free: List[int]) -> Dict[int, int]:
         """``{tube: id}`` of free tubes whose first non-empty frame overlaps a remembered track's last mask."""
-        recall = [tid for tid, (seen, _) in self._ended.items() if self._chunk - seen - 1 <= self.memory]
+        recall = list(self._ended)  # _remember keeps only the tracks still within the memory
         if not (free and recall):
             return {}
         last = torch.stack([self._ended[tid][1] for tid in recall])[:, None]  # R×1×H×W

@@ -26,7 +26,7 @@ import sys
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -182,15 +182,10 @@ class DiscoverSettings:
 
         if not isinstance(self.masks, dict) or not isinstance(self.keymasks, dict):
             raise SettingError("stage-1 and keymask settings must be mappings of setting names to values")
-        known = {f.name for f in fields(MaskConfig)}
-        unknown = sorted(set(self.masks) - known)
-        if unknown:
-            raise SettingError(f"unknown stage-1 setting(s) masks.{', masks.'.join(map(str, unknown))} "
-                               f"(known: {', '.join(sorted(known))})")
         try:
-            MaskConfig(**self.masks)
-        except (TypeError, ValueError) as exc:
-            raise SettingError(f"stage-1 settings: {exc}") from None
+            MaskConfig.from_dict(self.masks)
+        except (TypeError, ValueError) as exc:  # SettingError is a ValueError
+            raise SettingError(f"stage-1 settings (masks.KEY): {exc}") from None
         KeymaskConfig.from_dict(self.keymasks)
         close = getattr(_build_tracker(self), "close", None)
         if close is not None:
@@ -233,7 +228,7 @@ def _single_frame_masks(video: VideoInput, settings: DiscoverSettings, progress:
     from s2d.frames.segmenter import segment_video
     from s2d.io.video import probe_video
 
-    cfg = MaskConfig(**settings.masks) if settings.masks else MaskConfig()
+    cfg = MaskConfig.from_dict(settings.masks)
     seg = FrameSegmenter(cfg, backbone=settings.backbone, device=settings.device)
     info = probe_video(video.source)
     next_id = [1]

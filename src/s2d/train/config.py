@@ -312,11 +312,9 @@ def _yaml_number(value: Any, current: Any, key: str) -> Any:
     """A YAML value where the setting is a number: PyYAML reads ``1e-4`` (no dot) as text, so read it again."""
     if not isinstance(value, str) or isinstance(current, bool) or not isinstance(current, (int, float)):
         return value
-    try:
-        number = float(value)
-    except ValueError:
-        raise SettingError(f"{key} must be a number, got {value!r}") from None
-    return number if isinstance(current, float) or not number.is_integer() else int(number)
+    from s2d.settings import parse_setting
+
+    return parse_setting(value, current, key)
 
 
 def apply_train_overrides(cfg: TrainConfig, overrides: Iterable[str]) -> TrainConfig:
