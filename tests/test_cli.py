@@ -319,3 +319,31 @@ def test_export_dataset_with_video_is_a_trainable_labelset(tmp_path, kind):
     assert clip.shape == (1, 3, 12, 16) and target["masks"].shape[1:] == (1, 12, 16)
     t = target["frames"][0]
     assert abs(float(clip.mean()) - 40 * t / 255) < 0.03  # the labelled frame itself was decoded
+
+
+@pytest.mark.parametrize("command, setting, needle", [
+    ("discover", "masks.max_masks=abc", "masks.max_masks must be a number, got 'abc' (from --set)"),
+    ("discover", "tracker.fb_alpha=x", "tracker.fb_alpha must be a number"),
+    ("discover", "tracker.flow.typo=1", "unknown tracker setting 'tracker.flow.typo'"),
+    ("discover", "foo.bar=1", "unknown section 'foo'"),
+    ("discover", "seed=2.5", "seed must be an integer"),
+    ("masks", "max_masks=many", "max_masks must be a number"),
+    ("train", "solver.lr=fast", "solver.lr must be a number"),
+    ("train", "data.size=[64]", "data.size must be a list of 2 values"),
+    ("train", "model.num_queries=x", "num_queries must be a number"),
+    ("segment", "link_iou=high", "link_iou must be a number"),
+])
+def test_bad_settings_are_one_line_errors_before_any_output(tmp_path, capsys, command, setting, needle):
+    """Every command reads --set through the one settings parser: a value of the wrong type names the key and
+    the source, exits 2 and writes nothing."""
+    video = tmp_path / "clip"
+    video.mkdir()
+    for i in range(3):
+        Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(video / f"{i:05d}.jpg")
+    out = tmp_path / "out"
+    argv = {"discover": ["discover", str(video), "-o", str(out)],
+            "masks": ["masks", str(video), "-o", str(out)],
+            "train": ["train", "--data", str(tmp_path / "labels.json"), "--videos", str(tmp_path), "-o", str(out)],
+            "segment": ["segment", str(video), "-o", str(out)]}[command]
+    _one_line_error(capsys, argv + ["--set", setting], needle)
+    assert not out.exists()

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from s2d import __version__
-from s2d.errors import InputError, S2DError
+from s2d.errors import InputError, S2DError, SettingError
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -347,6 +347,7 @@ def _write_json(path: str, obj: object) -> None:
 
 def _mask_config(args: argparse.Namespace):
     from s2d.frames import MaskConfig
+    from s2d.settings import merge
 
     cfg = MaskConfig()
     if args.config:
@@ -363,7 +364,10 @@ def _mask_config(args: argparse.Namespace):
             data = data["masks"]
         if not isinstance(data, dict):
             raise InputError(path, "expected a mapping of mask settings")
-        cfg = MaskConfig.from_dict({**cfg.to_dict(), **data})
+        try:
+            cfg = merge(cfg, data, what="mask")
+        except SettingError as exc:
+            raise InputError(path, str(exc)) from None
     changes = {}
     if args.max_masks is not None:
         changes["max_masks"] = args.max_masks
@@ -371,9 +375,7 @@ def _mask_config(args: argparse.Namespace):
         changes["motion"] = False
     if args.backbone.lower() == "none":
         changes["use_features"] = False
-    if changes:
-        cfg = MaskConfig.from_dict({**cfg.to_dict(), **changes})
-    return cfg.with_overrides(args.overrides)
+    return merge(cfg, changes).with_overrides(args.overrides)
 
 
 def _cmd_masks(args: argparse.Namespace) -> int:
@@ -601,29 +603,12 @@ def _export_overlay(videos: list, args: argparse.Namespace, out: Path) -> None:
     print(f"wrote {out}", file=sys.stderr)
 
 
-def _parse_value(text: str):
-    """A --set value: JSON when it parses (numbers, true/false, null, lists), else the string."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
 def _cmd_discover(args: argparse.Namespace) -> int:
-    from s2d.errors import SettingError
     from s2d.keymasks.run import DiscoverSettings, collect_inputs, run_discovery
 
     settings = DiscoverSettings(tracker=args.tracker, backbone=args.backbone, device=args.device,
                                 max_side=args.max_side, masks_from=args.masks, cache_dir=args.cache_dir)
-    for item in args.overrides:
-        if "=" not in item:
-            raise SettingError(f"--set expects KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        section, _, name = key.rpartition(".")
-        target = {"": settings.keymasks, "masks": settings.masks, "tracker": settings.tracker_settings}.get(section)
-        if target is None:
-            raise SettingError(f"--set {key}: unknown section {section!r} (use masks.KEY, tracker.KEY or KEY)")
-        target[name] = _parse_value(value)
+    settings = settings.with_overrides(args.overrides)
     if args.masks and not Path(args.masks).exists():
         raise InputError(args.masks, "no such file or directory")
     root, videos = collect_inputs(args.inputs, layout=args.layout, root=args.root)
@@ -637,8 +622,10 @@ def _cmd_discover(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from s2d.train import train
+    from s2d.train.config import load_train_config
     from s2d.train.ddp import is_main_process
 
+    load_train_config(args.config, args.overrides)  # settings first: a bad one never waits for the data checks
     for path, what in ((args.data, "pseudo-labels"), (args.videos, "videos root")):
         if not Path(path).exists():
             raise InputError(path, f"no such file or directory ({what})")
@@ -655,7 +642,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _segment_inputs(inputs: Sequence[str]) -> List[tuple]:
     """``(source, NAME)`` per input; two inputs with one NAME would write into the same folder."""
-    from s2d.errors import SettingError
 
     out, seen = [], {}
     for src in inputs:

@@ -153,12 +153,11 @@ class MaskConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "MaskConfig":
-        """Build from a mapping (e.g. a YAML file's ``masks:`` section); unknown keys are an error."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise SettingError(f"unknown mask setting(s): {', '.join(unknown)} (known: {', '.join(sorted(names))})")
-        return cls(**dict(data))
+        """Build from a mapping (e.g. a YAML file's ``masks:`` section) through :mod:`s2d.settings`:
+        unknown keys and values of the wrong type are errors."""
+        from s2d.settings import from_mapping
+
+        return from_mapping(cls, data, what="mask")
 
     def with_overrides(self, items: Sequence[str]) -> "MaskConfig":
         """Apply ``key=value`` strings (as ``--set``); see :func:`s2d.settings.apply_overrides`."""

@@ -206,15 +206,11 @@ class KeymaskConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "KeymaskConfig":
-        """Build from a mapping (e.g. a YAML file's ``keymasks:`` section); unknown keys are an error."""
-        if not isinstance(data, Mapping):
-            raise SettingError(f"keymask settings must be a mapping, got {type(data).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise SettingError(f"unknown keymask setting(s): {', '.join(map(str, unknown))} "
-                               f"(known: {', '.join(sorted(names))})")
-        return cls(**dict(data))
+        """Build from a mapping (e.g. a YAML file's ``keymasks:`` section) through :mod:`s2d.settings`:
+        unknown keys and values of the wrong type are errors."""
+        from s2d.settings import from_mapping
+
+        return from_mapping(cls, data, what="keymask")
 
     def with_overrides(self, items: Sequence[str]) -> "KeymaskConfig":
         """Apply ``key=value`` strings (as ``--set``); see :func:`s2d.settings.apply_overrides`."""

@@ -19,6 +19,8 @@ the number of workers or on Ray (a test checks this).
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import json
 import os
@@ -192,6 +194,31 @@ class DiscoverSettings:
             close()
         return self
 
+    def with_overrides(self, items: Sequence[str]) -> "DiscoverSettings":
+        """A copy with ``--set`` strings applied, each read by its field's type (:mod:`s2d.settings`):
+        ``masks.KEY`` (stage 1, :class:`~s2d.frames.MaskConfig`), ``tracker.KEY`` (the tracker's config, e.g.
+        ``tracker.flow.preset``) or ``KEY`` (:class:`~s2d.keymasks.config.KeymaskConfig`)."""
+        from s2d.frames import MaskConfig
+        from s2d.keymasks.config import KeymaskConfig
+        from s2d.settings import parse_field, split_item
+
+        masks, keymasks = dict(self.masks), dict(self.keymasks)
+        tracker = copy.deepcopy(self.tracker_settings)
+        for item in items:
+            key, raw = split_item(item)
+            section, _, name = key.partition(".")
+            if section == "masks" and name:
+                masks[name] = parse_field(MaskConfig, name, raw, prefix="masks.", what="stage-1")
+            elif section == "tracker" and name:
+                config_class = type(_build_tracker(dataclasses.replace(self, tracker_settings={})).config)
+                value = parse_field(config_class, name, raw, prefix="tracker.", what="tracker")
+                _set_dotted(tracker, name, value)
+            elif name:
+                raise SettingError(f"--set {key}: unknown section {section!r} (use masks.KEY, tracker.KEY or KEY)")
+            else:
+                keymasks[key] = parse_field(KeymaskConfig, key, raw, what="keymask")
+        return dataclasses.replace(self, masks=masks, keymasks=keymasks, tracker_settings=tracker)
+
     def fingerprint(self) -> Dict[str, Any]:
         """The settings that change results (stored in OUTDIR/settings.json; a resume must match)."""
         d = asdict(self)
@@ -245,6 +272,14 @@ def _single_frame_masks(video: VideoInput, settings: DiscoverSettings, progress:
     # more (edit lists, dropped B-frames), and the tracker, training and export all count decoded frames
     return VideoSegmentation.from_frames(frames(), info.orig_height, info.orig_width,
                                          fps=info.fps, name=video.rel)
+
+
+def _set_dotted(target: Dict[str, Any], dotted: str, value: Any) -> None:
+    head, _, rest = dotted.partition(".")
+    if rest:
+        _set_dotted(target.setdefault(head, {}), rest, value)
+    else:
+        target[head] = value
 
 
 def _build_tracker(settings: DiscoverSettings):

@@ -166,20 +166,10 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ModelConfig":
-        d = dict(d)
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise SettingError(f"unknown model config keys: {', '.join(unknown)}")
-        loss = d.pop("loss", None)
-        if loss is not None and not isinstance(loss, LossConfig):
-            lnames = {f.name for f in dataclasses.fields(LossConfig)}
-            lunknown = sorted(set(loss) - lnames)
-            if lunknown:
-                raise SettingError(f"unknown loss config keys: {', '.join('loss.' + k for k in lunknown)}")
-            loss = LossConfig(**loss)
-        cfg = cls(**d, **({} if loss is None else {"loss": loss}))
-        return cfg.validate()
+        """Build from a mapping (a checkpoint's stored config); unknown keys and bad values are errors."""
+        from s2d.settings import from_mapping
+
+        return from_mapping(cls, d, what="model")
 
     def replace(self, **changes: Any) -> "ModelConfig":
         return dataclasses.replace(self, **changes).validate()
@@ -224,38 +214,9 @@ def model_preset(name: str) -> ModelConfig:
         raise SettingError(f"unknown model preset {name!r}; choose one of {', '.join(PRESETS)}") from None
 
 
-def _coerce(value: str, current: Any) -> Any:
-    if isinstance(current, bool):
-        low = value.strip().lower()
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off"):
-            return False
-        raise SettingError(f"expected a boolean, got {value!r}")
-    if value.strip().lower() in ("none", "null"):
-        return None
-    if isinstance(current, int):
-        return int(value)
-    if isinstance(current, float):
-        return float(value)
-    if current is None:  # Optional[int] fields (num_points)
-        return int(value)
-    return value
-
-
 def apply_overrides(cfg: ModelConfig, overrides: Iterable[str]) -> ModelConfig:
-    """Apply ``key=value`` strings (``"num_queries=50"``, ``"loss.num_points=4096"``) to a copy of ``cfg``."""
-    d = cfg.to_dict()
-    for item in overrides:
-        if "=" not in item:
-            raise SettingError(f"expected key=value, got {item!r}")
-        key, value = item.split("=", 1)
-        key = key.strip()
-        target, leaf = (d["loss"], key[5:]) if key.startswith("loss.") else (d, key)
-        if leaf not in target or leaf == "loss":
-            raise SettingError(f"unknown model config key {key!r}")
-        try:
-            target[leaf] = _coerce(value, target[leaf])
-        except ValueError as e:
-            raise SettingError(f"{key}: {e}") from None
-    return ModelConfig.from_dict(d)
+    """Apply ``key=value`` strings (``"num_queries=50"``, ``"loss.num_points=4096"``) to a copy of ``cfg``
+    (:func:`s2d.settings.apply_overrides`)."""
+    from s2d.settings import apply_overrides as apply
+
+    return apply(cfg, list(overrides), "model")

@@ -212,17 +212,11 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
-        d = dict(d)
-        _check_keys(cls, d, "")
-        subs = {"solver": SolverConfig, "data": DataConfig, "distill": DistillConfig, "dense": DenseConfig}
-        kw: Dict[str, Any] = {}
-        for k, v in d.items():
-            if k in subs and isinstance(v, Mapping):
-                _check_keys(subs[k], v, k + ".")
-                kw[k] = subs[k](**{kk: _tuple_if(subs[k], kk, vv) for kk, vv in v.items()})
-            else:
-                kw[k] = _tuple_if(cls, k, v)
-        return cls(**kw).validate()
+        """Build from a mapping (a checkpoint's or run record's stored config); unknown keys and bad values are
+        errors."""
+        from s2d.settings import from_mapping
+
+        return from_mapping(cls, d, what="train")
 
 
 def _lists(d: Any) -> Any:
@@ -231,22 +225,6 @@ def _lists(d: Any) -> Any:
     if isinstance(d, (list, tuple)):
         return [_lists(v) for v in d]
     return d
-
-
-def _tuple_if(cls: type, name: str, value: Any) -> Any:
-    f = {f.name: f for f in dataclasses.fields(cls)}[name]
-    if isinstance(value, list) and "Tuple" in str(f.type):
-        return tuple(value)
-    if name == "model_overrides" and value is not None:
-        return list(value)
-    return value
-
-
-def _check_keys(cls: type, d: Mapping[str, Any], prefix: str) -> None:
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise SettingError(f"unknown train config keys: {', '.join(prefix + k for k in unknown)}")
 
 
 def _tiny() -> TrainConfig:
@@ -288,60 +266,22 @@ def train_preset(name: str) -> TrainConfig:
         raise SettingError(f"unknown train preset {name!r}; choose one of {', '.join(TRAIN_PRESETS)}") from None
 
 
-def _coerce(value: str, current: Any) -> Any:
-    import yaml
+def apply_train_overrides(cfg: TrainConfig, overrides: Iterable[str], source: str = "--set") -> TrainConfig:
+    """Apply ``key=value`` strings (``solver.lr=3e-5``, ``data.size=[128,224]``, ``init=null``) through the one
+    settings parser (:mod:`s2d.settings`). ``model.KEY=VALUE`` appends ``KEY=VALUE`` to ``model_overrides``,
+    checked against the model config at once."""
+    from s2d.settings import apply_overrides, split_item
 
-    v = yaml.safe_load(value)
-    if isinstance(v, str) and isinstance(current, (int, float)) and not isinstance(current, bool):
-        v = float(v) if isinstance(current, float) or any(ch in v for ch in ".eE") else int(v)
-    if isinstance(v, str) and current is None:
-        try:
-            v = float(v) if any(ch in v for ch in ".eE") else int(v)
-        except ValueError:
-            pass
-    if isinstance(current, bool) and not isinstance(v, bool):
-        raise SettingError(f"expected a boolean, got {value!r}")
-    if isinstance(current, float) and isinstance(v, int) and not isinstance(v, bool):
-        return float(v)
-    if isinstance(current, (list, tuple)) and not isinstance(v, list):
-        v = [v]
-    return v
-
-
-def _yaml_number(value: Any, current: Any, key: str) -> Any:
-    """A YAML value where the setting is a number: PyYAML reads ``1e-4`` (no dot) as text, so read it again."""
-    if not isinstance(value, str) or isinstance(current, bool) or not isinstance(current, (int, float)):
-        return value
-    from s2d.settings import parse_setting
-
-    return parse_setting(value, current, key)
-
-
-def apply_train_overrides(cfg: TrainConfig, overrides: Iterable[str]) -> TrainConfig:
-    """Apply ``key=value`` strings; values are parsed as YAML (``data.size=[128,224]``, ``init=null``).
-    ``model.KEY=VALUE`` appends ``KEY=VALUE`` to ``model_overrides``."""
-    d = cfg.to_dict()
+    own, model = [], list(cfg.model_overrides)
     for item in overrides:
-        if "=" not in item:
-            raise SettingError(f"expected key=value, got {item!r}")
-        key, value = (s.strip() for s in item.split("=", 1))
+        key, raw = split_item(item)
         if key.startswith("model."):
-            d["model_overrides"] = list(d["model_overrides"]) + [f"{key[6:]}={value}"]
-            continue
-        parts = key.split(".")
-        target = d
-        for p in parts[:-1]:
-            if not isinstance(target.get(p), dict):
-                raise SettingError(f"unknown train config key {key!r}")
-            target = target[p]
-        leaf = parts[-1]
-        if leaf not in target or isinstance(target[leaf], dict):
-            raise SettingError(f"unknown train config key {key!r}")
-        try:
-            target[leaf] = _coerce(value, target[leaf])
-        except Exception as e:  # noqa: BLE001 - YAML errors are bad settings
-            raise SettingError(f"{key}: {e}") from None
-    return TrainConfig.from_dict(d)
+            model.append(f"{key[6:]}={raw}")
+        else:
+            own.append(item)
+    if model != list(cfg.model_overrides):
+        cfg = dataclasses.replace(cfg, model_overrides=model)
+    return apply_overrides(cfg, own, "train", source)
 
 
 def load_train_config(config: Union[str, "os.PathLike[str]", TrainConfig, None] = "cpu",
@@ -367,15 +307,11 @@ def load_train_config(config: Union[str, "os.PathLike[str]", TrainConfig, None] 
             raise InputError(path, f"unreadable YAML: {e}") from None
         if not isinstance(data, dict):
             raise InputError(path, "train config YAML must be a mapping")
+        from s2d.settings import merge
+
         preset = data.pop("preset", "cpu")
-        merged = train_preset(preset).to_dict()
         try:
-            for k, v in data.items():
-                if isinstance(v, dict) and isinstance(merged.get(k), dict):
-                    merged[k].update({kk: _yaml_number(vv, merged[k].get(kk), f"{k}.{kk}") for kk, vv in v.items()})
-                else:
-                    merged[k] = _yaml_number(v, merged.get(k), str(k))
-            base = TrainConfig.from_dict(merged)
-        except SettingError as e:
+            base = merge(train_preset(str(preset)), data, what="train")
+        except SettingError as e:  # the file is named once, by InputError
             raise InputError(path, str(e)) from None
     return apply_train_overrides(base, overrides)
