@@ -1,5 +1,5 @@
 import time, sys, torch
-from s2d.model import *
+from s2d.model import VideoMask2Former, VideoSetCriterion, model_preset
 torch.manual_seed(0)
 torch.set_num_threads(2)
 def bench(name, shape, backward=True, reps=3, **kw):

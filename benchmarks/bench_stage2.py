@@ -290,7 +290,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "",
         f"Sequences: {len(rows)} of {len(byname)} requested; frames: {F}; workers: {a.workers} "
         + (f"**Subset: stage-1 time budget reached; left out: {', '.join(skipped)}.** " if skipped else "")
-        + f"(one thread each); default settings (stage 1 `lite0`+motion, tracker `flow`, KeymaskConfig defaults).",
+        + "(one thread each); default settings (stage 1 `lite0`+motion, tracker `flow`, KeymaskConfig defaults).",
         "",
         "Load (`uptime`): " + "; ".join(f"{k}: `{v}`" for k, v in load.items()),
         "",

@@ -35,7 +35,6 @@ Usage (see benchmarks/results/davis_equality.md)::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import pickle
@@ -44,7 +43,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
@@ -475,7 +474,6 @@ def _maxdiff(a, b) -> float:
 
 def run_driver(args: argparse.Namespace) -> int:
     sys.path.insert(0, str(REPO / "src"))
-    from s2d.eval import davis as ours
 
     work = Path(args.work)
     if args.reuse and (work / "official.pkl").is_file():

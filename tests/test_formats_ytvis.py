@@ -301,3 +301,28 @@ def test_failed_write_leaves_nothing(tmp_path):
     ok = v.with_tracks([Track(1, v.tracks[0].masks, extra={"n": np.int64(3), "a": np.arange(2)})])
     write_ytvis_results(target, ok)
     assert json.loads(target.read_text())[0]["n"] == 3
+
+
+def test_streaming_results_writer_is_the_one_writer(tmp_path):
+    """YtvisResultsWriter streams records (bytes or str counts, None for absent frames) into a file that
+    appears only on close; an exception inside the block leaves an existing file untouched."""
+    from s2d.io.formats import YtvisResultsWriter, read_ytvis
+
+    m = box(2, 6, 3, 9)
+    enc = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))  # counts as bytes
+    path = tmp_path / "r.json"
+    with YtvisResultsWriter(path) as w:
+        assert not path.exists()
+        w.write({"video_id": 1, "category_id": 1, "track_id": 4, "score": 0.5, "segmentations": [enc, None]})
+        w.write({"video_id": 1, "category_id": 1, "track_id": 7, "score": 0.25, "segmentations": [None, rle.encode(m)]})
+    data = json.loads(path.read_text())
+    assert [r["track_id"] for r in data] == [4, 7] and data[0]["segmentations"][1] is None
+    (video,) = read_ytvis(path)
+    assert [t.id for t in video.tracks] == [4, 7]
+    assert np.array_equal(rle.decode(video.tracks[0].masks[0]), m)
+    before = path.read_bytes()
+    with pytest.raises(RuntimeError):
+        with YtvisResultsWriter(path) as w:
+            w.write({"video_id": 1, "category_id": 1, "score": 1.0, "segmentations": [None, None]})
+            raise RuntimeError("interrupted")
+    assert path.read_bytes() == before and list(tmp_path.iterdir()) == [path]

@@ -8,7 +8,7 @@ written down exactly.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List
 
 import numpy as np
 import pytest
@@ -382,3 +382,24 @@ def test_load_model_errors(tmp_path: Path) -> None:
     if not default_model_path().is_file():
         with pytest.raises(SettingError, match="default model is not installed"):
             load_model("default")
+
+
+def _centred(t: int, h: int, w: int) -> Dict[str, tuple]:
+    m = np.zeros((h, w), bool)
+    m[4:12, w // 2 - 6:w // 2 + 6] = True  # mirror-symmetric
+    return {"a": (m, 0.9)}
+
+
+def test_tta_consensus_runs_in_the_stream(tiny_ckpt: Path) -> None:
+    """tta_flip / tta_scales (the dense labeller's consensus) run inside the one streaming predictor; for a
+    mirror-symmetric prediction the flip consensus equals the plain prediction."""
+    cfg = SegmentConfig(score_threshold=0.5, max_side=None, refine="none", split=False, min_area=1)
+    plain = list(VideoPredictor(Scripted(_centred), cfg)(flat_frames(5)))
+    flip = list(VideoPredictor(Scripted(_centred), cfg.replace(tta_flip=True))(flat_frames(5)))
+    assert [r.ids.tolist() for r in flip] == [r.ids.tolist() for r in plain] == [[1]] * 5
+    assert all((a.masks == b.masks).all() for a, b in zip(flip, plain))
+    model = load_model(str(tiny_ckpt))
+    scaled = list(segment_frames(iter(scene(5)), cfg.replace(score_threshold=0.0, tta_scales=(1.25,)), model=model))
+    assert len(scaled) == 5 and all(r.masks.shape[1:] == (40, 60) for r in scaled)
+    with pytest.raises(SettingError, match="tta scales"):
+        cfg.replace(tta_scales=(0.0,))

@@ -350,8 +350,10 @@ def test_dense_labelset_format_and_self_distill(dataset: Path, tmp_path: Path):
     assert len(load_labelset(guided).videos) == 2
     with pytest.raises(SettingError, match="dense.max_frames"):
         load_train_config("tiny", ["dense.max_frames=1"])
-    with pytest.raises(SettingError, match="dense.split_min_area"):
+    with pytest.raises(SettingError, match="dense: split min area must be a fraction"):
         load_train_config("tiny", ["dense.split_min_area=2"])
+    with pytest.raises(SettingError, match="dense: overlap must be .* < window"):
+        load_train_config("tiny", ["dense.overlap=3"])
 
 
 def test_dense_windows_link_one_object_across_the_video():
@@ -364,7 +366,8 @@ def test_dense_windows_link_one_object_across_the_video():
     class Fake:  # one confident square that moves 2 px per frame, one low-score blob
         def predict(self, clip, score_threshold=0.0):
             t, _, h, w = clip.shape
-            starts = [int(round(float(clip[i, 0, 0, 0]) * 255)) for i in range(t)]  # frame index in pixel 0
+            scale = 1 if clip.dtype == torch.uint8 else 255
+            starts = [int(round(float(clip[i, 0, 0, 0]) * scale)) for i in range(t)]  # frame index in pixel 0
             m = torch.zeros(2, t, h, w, dtype=torch.bool)
             for i, s in enumerate(starts):
                 m[0, i, 4:12, 2 * s:2 * s + 8] = True
@@ -528,3 +531,34 @@ def test_load_labelset_leaves_out_low_saliency_objects(tmp_path, saliencies, min
                                           "file_names": ["v/0.png", "v/1.png"]}], "annotations": anns}))
     video = load_labelset(p, min_saliency=min_saliency).videos[0]
     assert [a["id"] - 1 for a in video.annotations] == kept and len(video.objects) == len(kept)
+
+
+def test_dense_labels_are_what_segment_predicts_with_the_same_settings():
+    """Dense labelling is "predict, then merge keymasks": its predictions are s2d segment's (the one streaming
+    predictor) with DenseConfig.segment_config(), frame for frame, overlaps resolved."""
+    import numpy as np
+
+    from s2d import rle as rle_utils
+    from s2d.infer.predictor import segment_frames
+    from s2d.model import VideoMask2Former, model_preset
+    from s2d.train.config import DenseConfig
+    from s2d.train.dense import predict_video_dense
+
+    torch.manual_seed(0)
+    model = VideoMask2Former(model_preset("tiny")).eval()
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (40, 56, 3), dtype=np.uint8) for _ in range(7)]
+    cfg = DenseConfig(window=3, overlap=1, score_threshold=0.0, max_side=64, min_area=1, split=True)
+    objs = predict_video_dense(model, iter(frames), 6, cfg)
+    want: dict = {}
+    for res in segment_frames(iter(frames[:6]), cfg.segment_config(), model=model):
+        for k, tid in enumerate(res.ids.tolist()):
+            want.setdefault(tid, [None] * 6)[res.index] = res.masks[k]
+    assert objs and len(objs) == len(want)
+    for obj, tid in zip(objs, sorted(want)):
+        for t in range(6):
+            got = None if obj["segs"][t] is None else rle_utils.decode(obj["segs"][t])
+            assert (got is None) == (want[tid][t] is None)
+            assert got is None or (got == want[tid][t]).all()
+    cover = sum(rle_utils.decode(o["segs"][0]).astype(int) for o in objs if o["segs"][0] is not None)
+    assert cover.max() <= 1  # disjoint, as every s2d segment export

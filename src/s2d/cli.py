@@ -313,8 +313,8 @@ def _add_segment(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--format", dest="formats", default=",".join(DEFAULT_FORMATS), metavar="LIST",
                    help=f"comma-separated outputs among {','.join(FORMATS)} (default {','.join(DEFAULT_FORMATS)})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help=f"override another setting (repeatable), e.g. --set link_iou=0.5, --set track_memory=4, "
-                        f"--set refine_max_side=640; see s2d.infer.SegmentConfig for the keys")
+                   help="override another setting (repeatable), e.g. --set link_iou=0.5, --set track_memory=4, "
+                        "--set refine_max_side=640; see s2d.infer.SegmentConfig for the keys")
     p.set_defaults(func=_cmd_segment)
 
 
@@ -383,7 +383,7 @@ def _cmd_masks(args: argparse.Namespace) -> int:
 
     from s2d import rle as rle_utils
     from s2d.frames import FrameSegmenter, segment_video
-    from s2d.io.atomic import atomic_open
+    from s2d.io import formats
     from s2d.io.video import open_video
 
     cfg = _mask_config(args)
@@ -439,14 +439,12 @@ def _cmd_masks(args: argparse.Namespace) -> int:
     T = len(names)
     if T == 0:
         raise InputError(args.input, "no frames")
-    with atomic_open(args.output, "w") as fh:  # written record by record: no O(T^2) string in memory
-        fh.write("[")
+    with formats.YtvisResultsWriter(args.output) as writer:  # record by record: no O(T^2) string in memory
         for i, (pos, rle, score) in enumerate(records):
-            segs = ["null"] * T
-            segs[pos] = json.dumps({"size": rle["size"], "counts": rle["counts"]})
-            fh.write(("," if i else "") + '\n{"video_id":1,"category_id":1,"score":%s,"frame":%d,"track_id":%d,'
-                     '"segmentations":[%s]}' % (json.dumps(round(score, 6)), pos, i + 1, ",".join(segs)))
-        fh.write("\n]\n")
+            segs = [None] * T
+            segs[pos] = rle
+            writer.write({"video_id": 1, "category_id": 1, "score": round(score, 6), "frame": pos,
+                          "track_id": i + 1, "segmentations": segs})
     print(f"wrote {args.output} ({len(records)} masks on {T} frames of {W}x{H})", file=sys.stderr)
     if overlay is not None:
         print(f"wrote {args.overlay}", file=sys.stderr)

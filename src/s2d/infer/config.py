@@ -81,6 +81,9 @@ class SegmentConfig:
         split_min_area: ... and at least this fraction of the frame (per frame, at the working size); smaller
             parts stay with the largest part. 0.002 leaves the dev figures unchanged and turns the 25 ids of
             specks on the shared ``intel_cars_overhead`` clip into 5.
+        tta_flip: each chunk's prediction is the consensus with the mirrored chunk (:mod:`s2d.infer.tta`);
+            the model then runs twice per chunk (and without reusing the overlap frames' encodings).
+        tta_scales: also the consensus with the chunk resized by these factors, e.g. ``(1.25,)``.
     """
 
     model: str = "default"
@@ -101,6 +104,8 @@ class SegmentConfig:
     split: bool = True
     split_min_fraction: float = 0.1
     split_min_area: float = 0.002
+    tta_flip: bool = False
+    tta_scales: Tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         self.validate()
@@ -146,6 +151,11 @@ class SegmentConfig:
                 raise SettingError(f"{name.replace('_', ' ')} must be a fraction in [0, 1], got {v!r}")
         if not isinstance(self.split, bool):
             raise SettingError(f"split must be true or false, got {self.split!r}")
+        if not isinstance(self.tta_flip, bool):
+            raise SettingError(f"tta flip must be true or false, got {self.tta_flip!r}")
+        if not isinstance(self.tta_scales, tuple) or not all(_is_number(s) and 0.25 <= s <= 4
+                                                              for s in self.tta_scales):
+            raise SettingError(f"tta scales must be factors in [0.25, 4], got {self.tta_scales!r}")
         return self
 
     @property

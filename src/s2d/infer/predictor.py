@@ -36,6 +36,7 @@ from s2d.infer.config import SegmentConfig
 from s2d.infer.instances import split_tubes
 from s2d.infer.linking import TubeLinker
 from s2d.infer.refine import guided_masks
+from s2d.infer.tta import predict_tta
 from s2d.io.video import Frame
 from s2d.types import FrameResult
 
@@ -187,12 +188,13 @@ class VideoPredictor:
         """Model on one chunk → kept tubes (≤ max_objects, by score), linked: ids, scores, logits K×L×h×w."""
         cfg = self.config
         clip = torch.from_numpy(np.stack([it.work for it in items])).permute(0, 3, 1, 2)  # L×3×h×w uint8
-        encoded = self._encode(items, clip)
         low = min(cfg.continue_threshold, cfg.score_threshold)
-        if encoded is None:
-            res = self.model.predict(clip, score_threshold=low)
+        if cfg.tta_flip or cfg.tta_scales:
+            res = predict_tta(self.model, clip.float().div_(255.0), low, flip=cfg.tta_flip, scales=cfg.tta_scales)
         else:
-            res = self.model.predict(clip, score_threshold=low, encoded=encoded)
+            encoded = self._encode(items, clip)
+            kw = {} if encoded is None else {"encoded": encoded}
+            res = self.model.predict(clip, score_threshold=low, **kw)
         masks = res["masks"]
         logits = res.get("mask_logits")
         if logits is None:  # a model that only gives masks: ±1 logits reproduce them

@@ -18,7 +18,6 @@ or ``overlay.mp4``.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -148,22 +147,16 @@ class _Outputs:
             self.files["ytvis"] = self._write_ytvis(track_scores)
 
     def _write_ytvis(self, track_scores: Dict[int, float]) -> Path:
-        from s2d.io.atomic import atomic_open
+        from s2d.io.formats import YtvisResultsWriter
 
         T = self.frames
-        path = self.folder / "results.json"
-        with atomic_open(path, "w") as fh:  # record by record: no whole-file string in memory
-            fh.write("[")
-            for n, tid in enumerate(sorted(self._segs)):
+        with YtvisResultsWriter(self.folder / "results.json") as writer:  # record by record
+            for tid in sorted(self._segs):
                 segs = self._segs[tid]
-                items = ["null"] * T
-                for t, r in segs.items():
-                    items[t] = '{"size":[%d,%d],"counts":%s}' % (r["size"][0], r["size"][1], json.dumps(r["counts"]))
-                score = float(track_scores.get(tid, 0.0))
-                fh.write(("," if n else "") + '\n{"video_id":1,"category_id":1,"track_id":%d,"score":%s,'
-                         '"segmentations":[%s]}' % (tid, repr(round(min(max(score, 0.0), 1.0), 6)), ",".join(items)))
-            fh.write("\n]\n")
-        return path
+                score = round(min(max(float(track_scores.get(tid, 0.0)), 0.0), 1.0), 6)
+                writer.write({"video_id": 1, "category_id": 1, "track_id": tid, "score": score,
+                              "segmentations": [segs.get(t) for t in range(T)]})
+        return writer.path
 
     def abort(self) -> None:
         for w in (self.mots, self.overlay):

@@ -19,10 +19,13 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from s2d.errors import InputError, SettingError
 from s2d.model.config import ModelConfig, apply_overrides, model_preset
+
+if TYPE_CHECKING:
+    from s2d.infer.config import SegmentConfig
 
 __all__ = ["SolverConfig", "DataConfig", "DistillConfig", "DenseConfig", "TrainConfig", "TRAIN_PRESETS",
            "STAGES", "train_preset", "load_train_config", "apply_train_overrides"]
@@ -134,6 +137,21 @@ class DenseConfig:
     # part (the rule and default of `s2d segment`)
     split: bool = False
     split_min_area: float = 0.002
+    # chunks an object missing from a chunk stays linkable (s2d segment's track_memory); 0: the track ends
+    track_memory: int = 0
+    max_objects: int = 20  # at most this many tubes per chunk, highest scores first
+
+    def segment_config(self) -> "SegmentConfig":
+        """These settings as the :class:`~s2d.infer.config.SegmentConfig` that dense labelling predicts with
+        (one threshold for starting and continuing tracks, refinement at the video's own size)."""
+        from s2d.infer.config import SegmentConfig
+
+        return SegmentConfig(
+            score_threshold=self.score_threshold, continue_threshold=self.score_threshold,
+            track_memory=self.track_memory, max_objects=self.max_objects, chunk=self.window, overlap=self.overlap,
+            max_side=self.max_side, link_iou=self.link_iou, refine=self.refine, guided_radius=self.guided_radius,
+            guided_eps=self.guided_eps, min_area=self.min_area, split=self.split, split_min_area=self.split_min_area,
+            tta_flip=self.tta_flip, tta_scales=tuple(self.tta_scales))
 
 
 @dataclass
@@ -192,11 +210,10 @@ class TrainConfig:
             raise SettingError(f"self_distill_rounds must be an integer ≥ 1, got {self.self_distill_rounds!r}")
         if self.self_distill_init not in ("teacher", "init"):
             raise SettingError(f"self_distill_init must be 'teacher' or 'init', got {self.self_distill_init!r}")
-        if self.dense.refine not in ("none", "guided", "crf"):
-            raise SettingError(f"dense.refine must be 'none', 'guided' or 'crf', got {self.dense.refine!r}")
-        sma = self.dense.split_min_area
-        if isinstance(sma, bool) or not isinstance(sma, (int, float)) or not 0.0 <= sma <= 1.0:
-            raise SettingError(f"dense.split_min_area must be a fraction in [0, 1], got {self.dense.split_min_area!r}")
+        try:
+            self.dense.segment_config()  # one validation of the prediction settings: s2d segment's
+        except SettingError as exc:
+            raise SettingError(f"dense: {str(exc).replace('chunk', 'window')}") from None
         if self.dense.max_frames is not None and (not isinstance(self.dense.max_frames, int)
                                                   or self.dense.max_frames < self.dense.window):
             raise SettingError(f"dense.max_frames must be null or an integer ≥ dense.window, "

@@ -15,6 +15,7 @@ into a one-line :class:`s2d.errors.InputError` naming the file. Overlay videos l
 from s2d.io.formats.davis import DavisWriter, davis_palette, read_davis, write_davis
 from s2d.io.formats.mots import MotsWriter, read_mots, write_mots
 from s2d.io.formats.ytvis import (
+    YtvisResultsWriter,
     from_ytvis,
     read_ytvis,
     to_ytvis_dataset,
@@ -27,6 +28,7 @@ __all__ = [
     "read_ytvis",
     "write_ytvis_results",
     "write_ytvis_dataset",
+    "YtvisResultsWriter",
     "from_ytvis",
     "to_ytvis_results",
     "to_ytvis_dataset",

@@ -33,7 +33,7 @@ from pycocotools import mask as mask_utils
 
 from s2d import rle as rle_utils
 from s2d.errors import InputError, ValidationError
-from s2d.io.atomic import atomic_write_text
+from s2d.io.atomic import atomic_write_text, temp_path_for
 from s2d.types import Track, VideoSegmentation
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -47,6 +47,7 @@ __all__ = [
     "to_ytvis_dataset",
     "write_ytvis_results",
     "write_ytvis_dataset",
+    "YtvisResultsWriter",
 ]
 
 #: keys of a results record that map onto Track fields (everything else goes to ``Track.extra``)
@@ -377,7 +378,10 @@ def _video_ids(videos: List[VideoSegmentation], video_ids: Optional[Sequence[int
 
 
 def _rle_json(m: Optional[dict]) -> Optional[dict]:
-    return None if m is None else {"size": [int(m["size"][0]), int(m["size"][1])], "counts": str(m["counts"])}
+    if m is None:
+        return None
+    counts = m["counts"].decode("ascii") if isinstance(m["counts"], bytes) else str(m["counts"])
+    return {"size": [int(m["size"][0]), int(m["size"][1])], "counts": counts}
 
 
 def to_ytvis_results(videos: Union[Videos, Iterable[VideoSegmentation]],
@@ -468,10 +472,85 @@ def _dump(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), default=_json_default)
 
 
+class YtvisResultsWriter:
+    """The one YouTube-VIS results writer: records are streamed to a temp file one at a time (no whole-file
+    string in memory) and the file appears under ``path`` only on :meth:`close`; :meth:`abort` (or leaving
+    the ``with`` block by an exception) leaves ``path`` as it was.
+
+    Records are written as given (key order kept), compact, one per line; ``segmentations`` may hold RLE
+    dicts (``counts`` as ``str`` or ``bytes``) and ``None``::
+
+        with YtvisResultsWriter("results.json") as w:
+            w.write({"video_id": 1, "category_id": 1, "track_id": 1, "score": 0.9, "segmentations": segs})
+    """
+
+    def __init__(self, path: PathLike) -> None:
+        self.path = Path(path)
+        self.records_written = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = temp_path_for(self.path)
+        self._file: Optional[Any] = open(self._tmp, "w", encoding="utf-8", newline="\n")
+        self._file.write("[")
+
+    def __enter__(self) -> "YtvisResultsWriter":
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        """Append one results record (one track of one video)."""
+        if self._file is None:
+            raise ValidationError("YtvisResultsWriter is closed")
+        rec = dict(record)
+        if "segmentations" in rec:
+            rec["segmentations"] = [_rle_json(m) for m in rec["segmentations"]]
+        self._file.write(("," if self.records_written else "") + "\n" + _dump(rec))
+        self.records_written += 1
+
+    def close(self) -> Path:
+        """Finish the file and move it to its final name (idempotent)."""
+        if self._file is not None:
+            f, self._file = self._file, None
+            try:
+                f.write("\n]\n")
+                f.close()
+                os.replace(self._tmp, self.path)
+            except BaseException:
+                self._remove_tmp()
+                raise
+        return self.path
+
+    def abort(self) -> None:
+        """Drop everything written so far; ``path`` is left as it was."""
+        if self._file is not None:
+            f, self._file = self._file, None
+            f.close()
+            self._remove_tmp()
+
+    def _remove_tmp(self) -> None:
+        try:
+            self._tmp.unlink()
+        except FileNotFoundError:
+            pass
+
+    def __del__(self) -> None:  # a writer dropped without close() must not leave a temp file
+        try:
+            self.abort()
+        except Exception:
+            pass
+
+
 def write_ytvis_results(path: PathLike, videos: Union[Videos, Iterable[VideoSegmentation]],
                         video_ids: Optional[Sequence[int]] = None) -> Path:
-    """Write :func:`to_ytvis_results` JSON atomically (temp file + rename); returns the path."""
-    return atomic_write_text(path, _dump(to_ytvis_results(videos, video_ids)))
+    """Write :func:`to_ytvis_results` records with :class:`YtvisResultsWriter`; returns the path."""
+    with YtvisResultsWriter(path) as writer:
+        for record in to_ytvis_results(videos, video_ids):
+            writer.write(record)
+    return writer.path
 
 
 def write_ytvis_dataset(path: PathLike, videos: Union[Videos, Iterable[VideoSegmentation]],
