@@ -275,17 +275,20 @@ def test_readme_shows_the_current_help(argv, monkeypatch, capsys):
 
 
 def test_readme_python_example_runs(tmp_path, monkeypatch):
-    """The README's Python API block runs as written on a tiny clip and results file."""
+    """The README's Python API blocks run as written on a tiny clip and results file."""
     from tests.helpers import make_video
 
     text = (REPO / "README.md").read_text()
-    code = re.search(r"## Python API\s+```python\n(.*?)```", text, flags=re.S).group(1)
+    section = text.split("## Python API", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(blocks) >= 2
     video = _video()
     monkeypatch.chdir(tmp_path)
     make_video(tmp_path / "clip.mp4", [np.full((video.height, video.width, 3), 50 * t, np.uint8)
                                        for t in range(video.num_frames)], fps=10)
     formats.write_ytvis_results(tmp_path / "results.json", [video])
-    exec(compile(code, "README.md", "exec"), {})
+    for code in blocks:
+        exec(compile(code, "README.md", "exec"), {})
     assert len(list((tmp_path / "pngs").glob("*.png"))) == video.num_frames
     assert (tmp_path / "overlay.mp4").stat().st_size > 0
 
