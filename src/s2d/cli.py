@@ -14,7 +14,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from s2d import __version__
 from s2d.errors import InputError, S2DError, SettingError
@@ -422,13 +422,15 @@ def _cmd_masks(args: argparse.Namespace) -> int:
                 for m, sc in zip(fm.masks, fm.scores):
                     records.append((pos, rle_utils.encode(m), float(sc)))
                 if overlay is not None:
+                    assert fm.rgb is not None  # kept: keep_rgb=True when writing an overlay
                     fr = fm.to_frame_result()
                     if (fm.rgb.shape[0], fm.rgb.shape[1]) != (H, W) and len(fr):
                         from s2d.frames.refine import resize_mask
                         from s2d.types import FrameResult
 
-                        fr = FrameResult(fr.index, [resize_mask(m, fm.rgb.shape[:2]) for m in fr.masks], fr.ids,
-                                         fr.scores)
+                        # a list of masks: FrameResult.__post_init__ makes it the N×H×W array
+                        fr = FrameResult(fr.index, [resize_mask(m, fm.rgb.shape[:2]) for m in fr.masks],  # type: ignore[arg-type]
+                                         fr.ids, fr.scores)
                     overlay.write(fm.rgb, fr)
         except BaseException:
             if overlay is not None:
@@ -441,7 +443,7 @@ def _cmd_masks(args: argparse.Namespace) -> int:
         raise InputError(args.input, "no frames")
     with formats.YtvisResultsWriter(args.output) as writer:  # record by record: no O(T^2) string in memory
         for i, (pos, rle, score) in enumerate(records):
-            segs = [None] * T
+            segs: List[Optional[dict]] = [None] * T
             segs[pos] = rle
             writer.write({"video_id": 1, "category_id": 1, "score": round(score, 6), "frame": pos,
                           "track_id": i + 1, "segmentations": segs})
@@ -641,7 +643,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _segment_inputs(inputs: Sequence[str]) -> List[tuple]:
     """``(source, NAME)`` per input; two inputs with one NAME would write into the same folder."""
 
-    out, seen = [], {}
+    out: List[tuple] = []
+    seen: Dict[str, str] = {}
     for src in inputs:
         path = Path(os.path.expanduser(src))
         name = path.resolve().name if path.is_dir() else path.stem

@@ -62,11 +62,12 @@ def coerce(value: Any, hint: Any, key: str, source: str = "") -> Any:
     if origin in (tuple, list):
         return _coerce_sequence(value, origin, args, key, source)
     if dataclasses.is_dataclass(hint):
-        if isinstance(value, hint):
+        settings_cls = typing.cast(type, hint)
+        if isinstance(value, settings_cls):
             return value
         if isinstance(value, Mapping):
-            return from_mapping(hint, value, source=source, prefix=key + ".")
-        raise _bad(key, f"a mapping of {hint.__name__} settings", value, source)
+            return from_mapping(settings_cls, value, source=source, prefix=key + ".")
+        raise _bad(key, f"a mapping of {settings_cls.__name__} settings", value, source)
     return _coerce_scalar(value, hint, key, source)
 
 
@@ -134,7 +135,7 @@ def from_mapping(cls: type[T], data: Mapping[str, Any], *, source: str = "", pre
     if not isinstance(data, Mapping):
         raise SettingError(f"{prefix.rstrip('.') or cls.__name__} must be a mapping of settings, "
                            f"got {data!r}{_where(source)}")
-    types = field_types(cls)
+    types = field_types(typing.cast(type, cls))
     kwargs = {}
     for key, value in data.items():
         if key not in types:
@@ -149,7 +150,7 @@ def merge(settings: T, data: Mapping[str, Any], *, source: str = "", prefix: str
     if not isinstance(data, Mapping):
         raise SettingError(f"{prefix.rstrip('.') or type(settings).__name__} must be a mapping of settings, "
                            f"got {data!r}{_where(source)}")
-    types = field_types(type(settings))
+    types = field_types(typing.cast(type, type(settings)))
     changes = {}
     for key, value in data.items():
         if key not in types:
@@ -195,7 +196,7 @@ def parse_field(cls: type, key: str, raw: Any, source: str = "--set", prefix: st
     if rest:
         if not dataclasses.is_dataclass(hint):
             raise SettingError(f"{prefix + head} has no sub-settings, got {prefix + key!r}{_where(source)}")
-        return parse_field(hint, rest, raw, source, prefix + head + ".", what)
+        return parse_field(typing.cast(type, hint), rest, raw, source, prefix + head + ".", what)
     return coerce(raw, hint, prefix + key, source)
 
 
@@ -222,7 +223,8 @@ def apply_overrides(settings: T, items: Sequence[str], what: str = "", source: s
     for item in items:
         key, raw = split_item(item)
         head, _, rest = key.partition(".")
-        if rest and head in field_types(type(settings)) and dataclasses.is_dataclass(getattr(settings, head)):
+        if (rest and head in field_types(typing.cast(type, type(settings)))
+                and dataclasses.is_dataclass(getattr(settings, head))):
             nested.setdefault(head, []).append(f"{rest}={raw}")
         else:
             changes[key] = parse_field(type(settings), key, raw, source, prefix, what)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 
@@ -249,7 +249,7 @@ class VideoSegmentation:
             return FrameResult.empty(t, self.height, self.width)
         return FrameResult(
             index=t,
-            masks=np.stack([rle_utils.decode(tr.masks[t]) for tr in present]),
+            masks=np.stack([rle_utils.decode(cast(dict, tr.masks[t])) for tr in present]),
             ids=np.array([tr.id for tr in present]),
             scores=np.array([tr.score for tr in present]),
             category_ids=np.array([tr.category_id for tr in present]),
@@ -298,6 +298,7 @@ class VideoSegmentation:
                 raise ValidationError(
                     f"frame {fr.index}: mask size {(fr.height, fr.width)} != frame size {(height, width)}")
             last = fr.index
+            assert fr.category_ids is not None  # FrameResult.__post_init__ sets it
             for i, tid in enumerate(fr.ids.tolist()):
                 masks.setdefault(tid, {})[fr.index] = rle_utils.encode(fr.masks[i])
                 scores.setdefault(tid, []).append(float(fr.scores[i]))

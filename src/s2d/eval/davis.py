@@ -51,7 +51,7 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union, cast
 
 import cv2
 import numpy as np
@@ -248,7 +248,7 @@ def db_eval_boundary(
     return out
 
 
-def db_statistics(values: Sequence[float]) -> Tuple[float, float, float]:
+def db_statistics(values: Union[Sequence[float], np.ndarray]) -> Tuple[float, float, float]:
     """(Mean, Recall, Decay) of one object's per-frame scores, as the official ``db_statistics``.
 
     Recall counts NaN frames as misses. Decay splits the frames into 4 overlapping quarters whose
@@ -539,8 +539,8 @@ def evaluate_sequence(
         raise ValueError(f"prediction frames {pred.shape[1:]} differ from GT frames {gt.shape[1:]}")
     n_frames = gt.shape[1]
     if protocol == "union":
-        gt = gt.any(axis=0, keepdims=True)
-        pred = pred.any(axis=0, keepdims=True)
+        gt = cast(np.ndarray, gt.any(axis=0, keepdims=True))
+        pred = cast(np.ndarray, pred.any(axis=0, keepdims=True))
     frames = _scored_frames(n_frames, protocol)
     n_gt = gt.shape[0]
     # Like the official reader, the proposals are ids 1..(largest id with pixels on a scored frame).
@@ -626,7 +626,7 @@ class _GTSequence:
         if arr.ndim == 3:  # RGB(A) binary masks: any channel nonzero
             if self.palette:
                 raise InputError(path, f"annotation mode {mode} differs from the sequence's first frame (P)")
-            arr = arr.any(axis=2)
+            arr = cast(np.ndarray, arr.any(axis=2))
         if arr.shape != self.shape:
             raise InputError(path, f"annotation is {arr.shape[1]}x{arr.shape[0]}, the first frame is {self.shape[1]}x{self.shape[0]}")
         if not self.palette:
@@ -643,7 +643,7 @@ def _open_gt_sequence(folder: Path) -> _GTSequence:
         raise InputError(folder, "no PNG annotations in this folder")
     first, mode = _read_png(folder / f"{frames[0]}.png")
     if first.ndim == 3:
-        first = first.any(axis=2)
+        first = cast(np.ndarray, first.any(axis=2))
     values = np.unique(first)
     only_binary_values = bool(np.all((values == 0) | (values == VOID_LABEL)) and (values == VOID_LABEL).any())
     palette = mode == "P" and not only_binary_values

@@ -326,6 +326,7 @@ def _frame_table(tracks: Sequence[_Track], n_frames: int) -> Tuple[np.ndarray, n
     for i, tr in enumerate(tracks):
         for t, (seg, a) in enumerate(zip(tr.segs[:n_frames], tr.pixel_areas[:n_frames])):
             if seg is not None:
+                assert a is not None  # pixel_areas comes from _frame_areas(segs): set wherever seg is
                 area[i, t], present[i, t] = a, True
                 height[i, t], width[i, t] = seg["size"][0], seg["size"][1]
     return area, present, height, width
@@ -355,8 +356,8 @@ def _video_iou(dts: Sequence[_Track], gts: Sequence[_Track]) -> np.ndarray:
     both = valid & pd & pg & (h_d[:, None, :] == h_g[None, :, :]) & (w_d[:, None, :] == w_g[None, :, :])
     inter = np.zeros((n_d, n_g, n_frames), dtype=np.int64)
     for t in np.nonzero(both.any(axis=(0, 1)))[0]:
-        d_idx = np.nonzero(has_d[:, t])[0]
-        g_idx = np.nonzero(has_g[:, t])[0]
+        d_idx: np.ndarray = np.nonzero(has_d[:, t])[0]
+        g_idx: np.ndarray = np.nonzero(has_g[:, t])[0]
         ratio = np.asarray(mask_utils.iou([dts[i].segs[t] for i in d_idx], [gts[j].segs[t] for j in g_idx],
                                           [1] * len(g_idx)), dtype=np.float64)
         inter[np.ix_(d_idx, g_idx, [t])] = np.rint(ratio * area_d[d_idx, t][:, None]).astype(np.int64)[:, :, None]

@@ -101,6 +101,9 @@ class Backbone(torch.nn.Module):
 
     # ------------------------------------------------------------------ helpers
 
+    pixel_mean: torch.Tensor  # buffers registered in __init__
+    pixel_std: torch.Tensor
+
     @property
     def device(self) -> torch.device:
         return self.pixel_mean.device

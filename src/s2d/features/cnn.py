@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Optional, Sequence, Tuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -174,7 +174,7 @@ class Lite0Backbone(CNNBackbone):
         self.model.to(memory_format=torch.channels_last)
 
     def _levels(self, x: torch.Tensor, upto: str = "res5") -> Dict[str, torch.Tensor]:
-        m = self.model
+        m: Any = self.model  # a timm model: its submodules are read by name
         x = m.bn1(m.conv_stem(x.contiguous(memory_format=torch.channels_last)))
         out: Dict[str, torch.Tensor] = {}
         for i, block in enumerate(m.blocks):
@@ -218,6 +218,7 @@ class ResNet50Backbone(CNNBackbone):
         if random_init:
             self.model = _resnet50_model()
         else:
+            assert weights is not None  # None without random_init raised above
             model = _resnet50_model("meta")
             expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
             state = read_state_dict(weights)
@@ -231,7 +232,7 @@ class ResNet50Backbone(CNNBackbone):
         self.model.to(memory_format=torch.channels_last)
 
     def _levels(self, x: torch.Tensor, upto: str = "res5") -> Dict[str, torch.Tensor]:
-        m = self.model
+        m: Any = self.model  # a timm model: its submodules are read by name
         x = m.maxpool(m.act1(m.bn1(m.conv1(x.contiguous(memory_format=torch.channels_last)))))
         out: Dict[str, torch.Tensor] = {}
         for name, layer in zip(LEVELS, (m.layer1, m.layer2, m.layer3, m.layer4)):
@@ -256,9 +257,10 @@ class _TinyNet(nn.Module):
         self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in zip(chans[:-1], chans[1:]))
         g = torch.Generator().manual_seed(RANDOM_SEED)
         with torch.no_grad():
-            for conv in self.convs:
+            for conv in cast(Iterable[nn.Conv2d], self.convs):
                 fan_in = conv.in_channels * 9
                 conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
+                assert conv.bias is not None  # Conv2d's default bias=True
                 conv.bias.copy_(torch.randn(conv.bias.shape, generator=g) * 0.1)
 
 

@@ -34,6 +34,7 @@ from typing import Dict, Iterable, Iterator, Optional, Tuple, Union
 
 import cv2
 import numpy as np
+from numpy.typing import DTypeLike
 
 from s2d.errors import SettingError
 from s2d.io.atomic import atomic_write_bytes, atomic_write_text
@@ -165,7 +166,8 @@ def _dis(cfg: FlowConfig) -> "cv2.DISOpticalFlow":
     key = (cfg.preset, cfg.finest_scale, cfg.variational_refinement)
     entry = cache.get(key)
     if entry is None:
-        inst = cv2.DISOpticalFlow_create(DIS_PRESETS[cfg.preset])
+        # OpenCV's stubs lack this alias of cv2.DISOpticalFlow.create (it exists at run time)
+        inst = cv2.DISOpticalFlow_create(DIS_PRESETS[cfg.preset])  # type: ignore[attr-defined]
         if cfg.variational_refinement is False:
             inst.setVariationalRefinementIterations(0)
         elif cfg.variational_refinement is True and inst.getVariationalRefinementIterations() == 0:
@@ -215,8 +217,9 @@ def _dis_calc(g0: np.ndarray, g1: np.ndarray, cfg: FlowConfig) -> np.ndarray:
         ph, pw = max(0, _MIN_DIS_SIDE - h), max(0, _MIN_DIS_SIDE - w)
         g0 = cv2.copyMakeBorder(g0, 0, ph, 0, pw, cv2.BORDER_REPLICATE)
         g1 = cv2.copyMakeBorder(g1, 0, ph, 0, pw, cv2.BORDER_REPLICATE)
-        return np.ascontiguousarray(_dis(cfg).calc(g0, g1, None)[:h, :w])
-    flow = _dis(cfg).calc(g0, g1, None)
+        # OpenCV's stubs type the output argument `flow` as required; None (allocate) is valid at run time
+        return np.ascontiguousarray(_dis(cfg).calc(g0, g1, None)[:h, :w])  # type: ignore[call-overload]
+    flow = _dis(cfg).calc(g0, g1, None)  # type: ignore[call-overload]
     return flow.astype(np.float32, copy=False)
 
 
@@ -249,7 +252,7 @@ def _remap(src: np.ndarray, mx: np.ndarray, my: Optional[np.ndarray], interpolat
            border_value: float) -> np.ndarray:
     """cv2.remap for any dtype and channel count (OpenCV handles ≤ 4 channels of a few dtypes)."""
     a = np.asarray(src)
-    out_dtype = a.dtype
+    out_dtype: DTypeLike = a.dtype
     if a.dtype == np.bool_:
         a = a.astype(np.uint8)
         out_dtype = np.bool_

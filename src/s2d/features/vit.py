@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -109,9 +109,11 @@ class ViTBackbone(Backbone):
         super().__init__(name, cfg.patch, cfg.dim, {k: cfg.dim for k in LEVELS}, weights=weights)
         self.config = cfg
         self.facet = facet
+        vit: Any  # a timm VisionTransformer: its parts are read by name
         if random_init:
             vit = _timm_vit(cfg.timm_arch, meta=False)
         else:
+            assert weights is not None  # None without random_init raised above
             vit = _timm_vit(cfg.timm_arch, meta=True)
             expected = {k: tuple(v.shape) for k, v in vit.state_dict().items()}
             state = official_vit_to_timm(read_state_dict(weights))
@@ -121,7 +123,7 @@ class ViTBackbone(Backbone):
         for part in ("norm_pre", "patch_drop", "pos_drop"):
             if not isinstance(getattr(vit, part, nn.Identity()), (nn.Identity, nn.Dropout)):
                 raise RuntimeError(f"unexpected timm {cfg.timm_arch}: {part} is not an identity")  # pragma: no cover
-        self.vit = vit.eval()
+        self.vit: Any = vit.eval()
         self.num_heads = int(vit.blocks[-1].attn.num_heads)
 
     # --------------------------------------------------------------------------- official forward

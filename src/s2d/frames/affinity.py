@@ -95,6 +95,7 @@ def fuse_affinities(appearance: Optional[np.ndarray], motion: Optional[np.ndarra
     if appearance is None and motion is None:
         raise ValueError("fuse_affinities needs at least one cue")
     if appearance is None:
+        assert motion is not None  # both None raised above
         w = motion
     elif motion is None:
         w = appearance

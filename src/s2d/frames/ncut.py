@@ -98,7 +98,7 @@ def ncut_bipartition(W: np.ndarray, grid: Tuple[int, int], active: Optional[np.n
     seed_local = int(np.argmax(np.abs(x)))
     if not side[seed_local]:
         side, x = ~side, -x
-    fg = np.zeros(h * w, bool)
+    fg: np.ndarray = np.zeros(h * w, bool)
     fg[idx[side]] = True
     fg = fg.reshape(h, w)
     seed = (int(idx[seed_local] // w), int(idx[seed_local] % w))

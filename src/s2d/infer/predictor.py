@@ -121,7 +121,7 @@ class VideoPredictor:
         """
         cfg = self.config
         self._score_sum, self._score_n = {}, {}
-        self._enc_cache: Dict[int, Tuple[torch.Tensor, List[torch.Tensor]]] = {}
+        self._enc_cache = {}
         self.frames_read = 0
         linker = TubeLinker(cfg.link_iou, cfg.track_memory)
         window: Deque[_Item] = deque(maxlen=cfg.chunk)  # the last ≤ L frames: the next chunk
@@ -151,6 +151,7 @@ class VideoPredictor:
                     h, w = frame.rgb.shape[:2]
                     raise InputError(None, f"frame {self.frames_read}: size {w}x{h} differs from {size[1]}x{size[0]} "
                                            f"of the first frame")
+                assert work_size is not None  # set with size on the first frame
                 window.append(_Item(self.frames_read, frame, _resize_rgb(frame.rgb, work_size)))
                 self.frames_read += 1
                 got += 1
@@ -159,6 +160,7 @@ class VideoPredictor:
                 tubes = self._predict_chunk(items, linker)
                 for j, item in enumerate(items):
                     if item.pos >= emitted:
+                        assert item.frame is not None  # kept until the item is yielded
                         frame, result = item.frame, self._frame_result(item, j, tubes)
                         item.frame = None  # later chunks need only the working-size copy
                         yield frame, result
@@ -204,6 +206,7 @@ class VideoPredictor:
         if cfg.split and len(masks):
             masks, scores, logits, _ = split_tubes(masks, scores, logits, min_fraction=cfg.split_min_fraction,
                                                    min_area=cfg.split_min_area * masks.shape[-2] * masks.shape[-1])
+            assert logits is not None  # split_tubes returns the logits it is given
         ids = linker.link([it.pos for it in items], masks, starts=(scores >= cfg.score_threshold).tolist(),
                           limit=cfg.max_objects)
         kept = [k for k, i in enumerate(ids) if i > 0]
@@ -271,6 +274,7 @@ class VideoPredictor:
                 lg = F.interpolate(lg, size=(rh, rw), mode="bilinear", align_corners=False)
             m = (lg[0, 0] > 0).numpy()
             if m.any():
+                assert self.refine_fn is not None  # set when config.refine == "crf"
                 m = np.asarray(self.refine_fn(rgb, m), dtype=bool)
             if m.shape != (H, W):
                 m = F.interpolate(torch.from_numpy(m)[None, None].float(), size=(H, W), mode="bilinear",

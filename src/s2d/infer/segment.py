@@ -118,6 +118,7 @@ class _Outputs:
             png = fr
             fits = fr.ids <= MAX_PNG_ID
             if not fits.all():
+                assert fr.category_ids is not None  # FrameResult.__post_init__ sets it
                 self._skipped_ids.update(fr.ids[~fits].tolist())
                 png = FrameResult(fr.index, fr.masks[fits], fr.ids[fits], fr.scores[fits], fr.category_ids[fits])
             self.davis.write(png, name=name)

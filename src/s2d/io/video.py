@@ -30,7 +30,7 @@ import weakref
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union, cast
 
 import av
 import cv2
@@ -630,7 +630,7 @@ class VideoWriter:
                            "deadline": "good", "cpu-used": "5"}
                 if codec == "libvpx":
                     options["b"] = str(bit_rate or self._default_bit_rate())
-            stream = self._container.add_stream(codec, rate=self._rate, options=options)
+            stream = cast("av.VideoStream", self._container.add_stream(codec, rate=self._rate, options=options))
             stream.width, stream.height = self.out_width, self.out_height
             stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
             if not options:

@@ -340,11 +340,11 @@ def discover_keymasks(masks: VideoSegmentation, tracker: PointTracker,
         if area == 0:
             empty += 1
             continue
-        m = rle_utils.decode(rle)
-        gi = index.add(frame, m)
-        vp = grid_points(m, cfg.visibility_grid, cfg.grid_model_size, cfg.margin)
+        bitmap = rle_utils.decode(rle)
+        gi = index.add(frame, bitmap)
+        vp = grid_points(bitmap, cfg.visibility_grid, cfg.grid_model_size, cfg.margin)
         g = cfg.match_grid_size(area, H * W)
-        mp = vp if g == cfg.visibility_grid else grid_points(m, g, cfg.grid_model_size, cfg.margin)
+        mp = vp if g == cfg.visibility_grid else grid_points(bitmap, g, cfg.grid_model_size, cfg.margin)
         infos.append(MaskInfo(gi, frame, tid, score, int(area), visibility_points=len(vp), match_grid=g,
                               match_points=len(mp)))
         rles.append(rle)
@@ -428,7 +428,7 @@ def discover_keymasks(masks: VideoSegmentation, tracker: PointTracker,
             progress("matching", done + 1, len(by_frame))
 
     # ---- 5. temporal grouping per visibility cluster → objects
-    raw_objects = []
+    raw_objects: List[Dict[str, Any]] = []
     cluster_cov: Dict[int, float] = {}
     v2t: Dict[int, int] = {}
     grouped_total = 0

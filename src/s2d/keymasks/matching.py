@@ -20,7 +20,7 @@ column-major (COCO RLE order) flattening changes value, so a membership test is 
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterable, List, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -210,7 +210,7 @@ def group_matches(matches: Dict[int, np.ndarray],
     return out
 
 
-def choose_per_frame(members: Sequence[int], frames: Sequence[int], support: Sequence[float],
+def choose_per_frame(members: Sequence[int], frames: Union[Sequence[int], np.ndarray], support: Sequence[float],
                      scores: Sequence[float]) -> Tuple[List[int], List[int]]:
     """Keep one mask per frame of a group: highest support, then highest score, then lowest index.
 

@@ -527,7 +527,8 @@ def merge_outputs(outdir: Path, videos: Sequence[VideoInput], root: Optional[Pat
     """
     from s2d.io.atomic import atomic_write_text
 
-    merged_videos, merged_anns = [], []
+    merged_videos: List[Dict[str, Any]] = []
+    merged_anns: List[Dict[str, Any]] = []
     for v in sorted(videos, key=lambda v: v.rel):
         p = video_output_path(outdir, v)
         if not p.is_file():

@@ -12,7 +12,7 @@ frames and its own frame lies inside the range.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -85,7 +85,7 @@ def majority_visible(cluster_vis: np.ndarray) -> np.ndarray:
     return cluster_vis.sum(axis=0) > (n / 2.0)
 
 
-def visible_ranges(flags: Sequence[bool]) -> List[Range]:
+def visible_ranges(flags: Union[Sequence[bool], np.ndarray]) -> List[Range]:
     """Contiguous runs of True as inclusive ``(start, end)`` pairs."""
     v = np.asarray(flags, dtype=bool).astype(np.int8)
     if v.size == 0:

@@ -22,7 +22,7 @@ locations.
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -146,7 +146,7 @@ class VideoSetCriterion(nn.Module):
                                              self.config.no_object_weight)
         return out
 
-    def forward(self, outputs: Dict[str, object], targets: Sequence[Dict[str, torch.Tensor]],
+    def forward(self, outputs: Dict[str, Any], targets: Sequence[Dict[str, torch.Tensor]],
                 generator: Optional[torch.Generator] = None, num_instances: Optional[float] = None
                 ) -> Dict[str, torch.Tensor]:
         """Losses of a batch. ``num_instances`` overrides the instance count used for normalisation (DDP:

@@ -15,7 +15,7 @@ res3 maps (coarse → fine, strides 32, 16, 8), each ``N×conv_dim×h×w``; ``ma
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -82,8 +82,8 @@ def ms_deform_attn_core(value: torch.Tensor, shapes: Sequence[Tuple[int, int]], 
         sampled.append(F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False))
     # (N·M)×D×Lq×L×P
     stacked = torch.stack(sampled, dim=-2).flatten(-2)
-    w = weights.transpose(1, 2).reshape(n * m, 1, lq, nl * npnt)
-    out = (stacked * w).sum(-1).view(n, m * d, lq)
+    attn_w = weights.transpose(1, 2).reshape(n * m, 1, lq, nl * npnt)
+    out = (stacked * attn_w).sum(-1).view(n, m * d, lq)
     return out.transpose(1, 2).contiguous()
 
 
@@ -194,9 +194,11 @@ class MSDeformPixelDecoder(nn.Module):
         self.conv_dim = conv_dim
         self.input_proj = nn.ModuleList(
             nn.Sequential(nn.Conv2d(in_channels[k], conv_dim, 1), group_norm(conv_dim)) for k in MEMORY_LEVELS)
-        for proj in self.input_proj:
-            nn.init.xavier_uniform_(proj[0].weight, gain=1)
-            nn.init.zeros_(proj[0].bias)
+        for proj in cast(Iterable[nn.Sequential], self.input_proj):
+            conv = cast(nn.Conv2d, proj[0])
+            assert conv.bias is not None  # Conv2d's default bias=True
+            nn.init.xavier_uniform_(conv.weight, gain=1)
+            nn.init.zeros_(conv.bias)
         self.level_embed = nn.Parameter(torch.randn(len(MEMORY_LEVELS), conv_dim) * 0.02)
         self.layers = nn.ModuleList(_EncoderLayer(conv_dim, ffn, len(MEMORY_LEVELS), heads, points, dropout)
                                     for _ in range(layers))

@@ -117,6 +117,7 @@ class VideoTransformerDecoder(nn.Module):
             if in_channels != hidden_dim or enforce_input_proj:
                 conv = nn.Conv2d(in_channels, hidden_dim, 1)
                 nn.init.kaiming_uniform_(conv.weight, a=1)
+                assert conv.bias is not None  # Conv2d's default bias=True
                 nn.init.zeros_(conv.bias)
                 self.input_proj.append(conv)
             else:

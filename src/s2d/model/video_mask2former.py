@@ -15,14 +15,14 @@ Example::
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from s2d.errors import InputError
-from s2d.features import build_backbone
+from s2d.features import Backbone, build_backbone
 from s2d.io.atomic import atomic_path
 from s2d.model.config import ModelConfig, model_preset
 from s2d.model.pixel_decoder import build_pixel_decoder
@@ -245,7 +245,7 @@ class VideoMask2Former(nn.Module):
         return model.to(device)
 
 
-def _freeze_unused(backbone: nn.Module) -> List[str]:
+def _freeze_unused(backbone: Backbone) -> List[str]:
     """Set ``requires_grad=False`` on backbone parameters that :meth:`multiscale` never uses (e.g. the
     classifier head of an ImageNet CNN), so optimisers and DDP see only live parameters. Returns their names."""
     params = [(n, p) for n, p in backbone.named_parameters() if p.requires_grad]
@@ -256,8 +256,8 @@ def _freeze_unused(backbone: nn.Module) -> List[str]:
     try:
         with torch.enable_grad():
             feats = backbone.multiscale(torch.zeros(1, 3, 64, 64))
-            grads = torch.autograd.grad(sum(f.float().sum() for f in feats.values()), [p for _, p in params],
-                                        allow_unused=True)
+            grads = torch.autograd.grad(cast(torch.Tensor, sum(f.float().sum() for f in feats.values())),
+                                        [p for _, p in params], allow_unused=True)
     finally:
         backbone.train(was)
     unused = [n for (n, p), g in zip(params, grads) if g is None]

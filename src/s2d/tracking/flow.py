@@ -197,6 +197,7 @@ class FlowTracker(ChainTracker):
                 gray = None
                 if prev is not None:
                     t0, g0 = prev
+                    assert size is not None  # set on the first frame
                     pair = flow_cache.get(t0, frame.index, size) if flow_cache is not None else None
                     if pair is None:
                         gray = prepare_gray(frame.rgb, cfg)
@@ -205,10 +206,12 @@ class FlowTracker(ChainTracker):
                         if flow_cache is not None:
                             flow_cache.put(t0, frame.index, pair)
                     if flows is None:
-                        kw = dict(ram_limit_mb=self.config.ram_limit_mb / 1.25, cache_dir=self.config.cache_dir)
+                        kw: Dict[str, Any] = dict(ram_limit_mb=self.config.ram_limit_mb / 1.25,
+                                                  cache_dir=self.config.cache_dir)
                         flows = ArrayStore((2,) + pair.fwd.shape, np.float16, **kw)
                         masks = ArrayStore((2,) + pair.fwd.shape[:2], np.uint8,
                                            ram_limit_mb=self.config.ram_limit_mb / 5, cache_dir=self.config.cache_dir)
+                    assert masks is not None  # made with flows
                     flows.append(np.stack([pair.fwd, pair.bwd]))
                     masks.append(np.stack([self._reliable(pair.fwd, pair.bwd, pair.fwd_valid),
                                            self._reliable(pair.bwd, pair.fwd, pair.bwd_valid)]))
@@ -226,6 +229,7 @@ class FlowTracker(ChainTracker):
         wsize = working_size_of(size, cfg.max_side)
         if flows is not None and tuple(flows.item_shape[1:3]) != wsize:
             flows.close()
+            assert masks is not None  # made with flows
             masks.close()
             raise SettingError(f"flow is {flows.item_shape[1:3]}, expected the working size {wsize}")
         self._store = flows.finalize() if flows is not None else None
@@ -243,7 +247,7 @@ class FlowTracker(ChainTracker):
             ok = fb_consistency(flow, other, self._alpha, self._beta)
         if self.config.boundary_alpha is not None:
             ok = ok & ~motion_boundary(flow, self.config.boundary_alpha, self.config.boundary_beta)
-        m = ok.astype(np.uint8)
+        m: np.ndarray = ok.astype(np.uint8)
         k = int(self.config.occlusion_window)
         if k > 1:
             m = cv2.medianBlur(m, k) if k <= 5 else (cv2.blur(m.astype(np.float32), (k, k)) > 0.5).astype(np.uint8)
@@ -252,6 +256,7 @@ class FlowTracker(ChainTracker):
     def _step(self, t: int, direction: int, p: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         k = 0 if direction > 0 else 1
         pair = t if direction > 0 else t - 1
+        assert self._store is not None and self._masks is not None  # set by prepare (there are pairs)
         f = bilinear(self._store[pair][k], p)
         m = self._masks[pair][k]
         h, w = m.shape

@@ -18,7 +18,7 @@ reported invisible.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple, cast
 
 import cv2
 import numpy as np
@@ -109,7 +109,7 @@ class LKTracker(ChainTracker):
         self.config = config
         self._rule = ReacquireRule(config.reacquire_frames, config.reacquire_tol_px, config.reacquire_tol_rel)
         self._gray_cfg = FlowConfig(max_side=config.max_side)  # only its max_side is used (prepare_gray)
-        self._lk_kw = dict(winSize=(config.win_size, config.win_size), maxLevel=config.max_level,
+        self._lk_kw: Dict[str, Any] = dict(winSize=(config.win_size, config.win_size), maxLevel=config.max_level,
                            criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, config.iterations, config.eps),
                            minEigThreshold=config.min_eig_threshold)
         self._img: Dict[int, np.ndarray] = {}
@@ -151,6 +151,7 @@ class LKTracker(ChainTracker):
         """Frame t as a contiguous array; the last two are kept (each step reads frames t and t±1)."""
         img = self._img.get(t)
         if img is None:
+            assert self._store is not None  # set by prepare
             img = np.array(self._store[t])
             if len(self._img) >= 2:
                 self._img.pop(next(iter(self._img)))
@@ -164,6 +165,7 @@ class LKTracker(ChainTracker):
         pb, st2, _ = cv2.calcOpticalFlowPyrLK(b, a, p1, None, **self._lk_kw)
         p1 = p1.reshape(-1, 2).astype(np.float64)
         err = np.linalg.norm(pb.reshape(-1, 2).astype(np.float64) - p, axis=1)
+        assert self._video is not None  # set by prepare
         ws = self._video.working_size
         ok = (st1.ravel() == 1) & (st2.ravel() == 1) & (err < self.config.fb_threshold) & inside(p1, ws) & inside(p, ws)
         d = p1 - p
@@ -185,5 +187,6 @@ class LKTracker(ChainTracker):
     def __repr__(self) -> str:
         v = self._video
         state = "unprepared" if v is None else (
-            f"{v.num_frames} frames {v.size} @ {v.working_size}, {'disk' if self._store.on_disk else 'ram'}")
+            f"{v.num_frames} frames {v.size} @ {v.working_size}, "
+            f"{'disk' if cast(ArrayStore, self._store).on_disk else 'ram'}")
         return f"LKTracker({state})"

@@ -40,9 +40,10 @@ import tempfile
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import BinaryIO, Callable, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from s2d.errors import SettingError
 from s2d.io.video import Frame, open_video, scaled_size
@@ -71,7 +72,7 @@ class ArrayStore:
             system temp dir). The folder is removed by :meth:`close`.
     """
 
-    def __init__(self, item_shape: Tuple[int, ...], dtype: np.dtype, *, ram_limit_mb: float = 256.0,
+    def __init__(self, item_shape: Tuple[int, ...], dtype: DTypeLike, *, ram_limit_mb: float = 256.0,
                  cache_dir: Optional[PathLike] = None) -> None:
         self.item_shape = tuple(int(s) for s in item_shape)
         self.dtype = np.dtype(dtype)
@@ -80,7 +81,7 @@ class ArrayStore:
         self.cache_dir = None if cache_dir is None else os.fspath(cache_dir)
         self._ram: Optional[List[np.ndarray]] = []
         self._dir: Optional[str] = None
-        self._file = None
+        self._file: Optional[BinaryIO] = None
         self._mm: Optional[np.ndarray] = None
         self._n = 0
         self._finalizer: Optional[weakref.finalize] = None
@@ -97,6 +98,7 @@ class ArrayStore:
         if self._ram is not None:
             self._ram.append(a)
         else:
+            assert self._file is not None  # opened by _spill, which dropped the RAM list
             self._file.write(a.tobytes())
         self._n += 1
 
@@ -115,6 +117,7 @@ class ArrayStore:
         if self._file is not None:
             self._file.close()
             self._file = None
+            assert self._dir is not None  # made by _spill with the file
             if self._n:
                 self._mm = np.memmap(os.path.join(self._dir, "items.bin"), dtype=self.dtype, mode="r",
                                      shape=(self._n,) + self.item_shape)

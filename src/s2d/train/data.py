@@ -20,7 +20,7 @@ import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 import torch
@@ -252,7 +252,7 @@ class ClipDataset:
         for i, o in enumerate(objs):
             for j, t in enumerate(frames):
                 if o[t] is not None:
-                    m = rle_utils.decode(o[t])
+                    m = rle_utils.decode(cast(dict, o[t]))
                     if m.shape != (h0, w0):
                         m = cv2_resize_nearest(m, (h0, w0))
                     masks[i, j] = torch.from_numpy(m)

@@ -20,7 +20,7 @@ import itertools
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Union, cast
 
 import numpy as np
 import torch
@@ -70,7 +70,8 @@ def build_dense_labelset(model: Any, data: Union[Labelset, PathLike], videos_roo
                                                                              min_keymasks=min_keymasks)
     from tqdm import tqdm
 
-    videos, anns = [], []
+    videos: List[Dict[str, Any]] = []
+    anns: List[Dict[str, Any]] = []
     for video in tqdm(labelset.videos, desc="dense labels", unit="video", disable=not progress):
         length = video.length if not cfg.max_frames else min(video.length, int(cfg.max_frames))
         tracks = predict_video_dense(model, iter_video_frames(videos_root, video), length, cfg, refine_fn)
@@ -110,10 +111,10 @@ def _merge_keymasks(video: LabelledVideo, tracks: List[Dict[str, Any]], cfg: Den
             vals = []
             for t in frames:
                 d = tr["segs"][t]
-                if d is None or tuple(rle_utils.size_of(d)) != tuple(rle_utils.size_of(ks[t])):
+                if d is None or tuple(rle_utils.size_of(d)) != tuple(rle_utils.size_of(cast(dict, ks[t]))):
                     vals.append(0.0)
                     continue
-                vals.append(float(mask_utils.iou([_coco(ks[t])], [_coco(d)], [0])[0, 0]))
+                vals.append(float(mask_utils.iou([_coco(cast(dict, ks[t]))], [_coco(d)], [0])[0, 0]))
             iou[i, j] = float(np.mean(vals))
     matched = match_tubes(iou, cfg.keymask_iou) if tracks else {}
     for i, ks in enumerate(keys):

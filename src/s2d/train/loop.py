@@ -35,7 +35,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 import torch
@@ -95,7 +95,8 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
         wd = s.weight_decay_norm if no_wd else s.weight_decay
         groups.setdefault((lr, wd), []).append(p)
     param_groups = [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
-    return torch.optim.AdamW(param_groups, lr=s.lr, betas=tuple(s.betas), weight_decay=s.weight_decay)
+    return torch.optim.AdamW(param_groups, lr=s.lr, betas=cast(Tuple[float, float], tuple(s.betas)),
+                             weight_decay=s.weight_decay)
 
 
 def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, max_iter: int) -> torch.optim.lr_scheduler.LambdaLR:
@@ -136,7 +137,7 @@ def teacher_targets(outputs: Dict[str, torch.Tensor], size: Sequence[int], score
 
 
 def _rng_state() -> Dict[str, Any]:
-    np_state = np.random.get_state()
+    np_state = cast(Tuple[str, np.ndarray, int, int, float], np.random.get_state())  # legacy=True: the tuple
     py = random.getstate()
     st = {"torch": torch.get_rng_state(),
           "numpy_keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
@@ -371,7 +372,8 @@ def train_stage(config: TrainConfig, data: PathLike, videos_root: PathLike, run_
     if step < total:
         return StageResult(stage, step, last, final, model, teacher.model)
     if env.is_main:
-        teacher.model.save_checkpoint(final, extra={"stage": stage, "step": step, "train_config": cfg.to_dict()})
+        cast(VideoMask2Former, teacher.model).save_checkpoint(
+            final, extra={"stage": stage, "step": step, "train_config": cfg.to_dict()})
     barrier(env)
     return StageResult(stage, step, last, final, model, teacher.model)
 

@@ -151,7 +151,8 @@ def write_davis(directory: PathLike, video: Union[VideoSegmentation, Iterable[Fr
             raise ValidationError(
                 f"track ids {too_big[:5]} do not fit a DAVIS PNG (ids 1..255); keep at most 255 objects "
                 f"per video (raise the score threshold or lower max objects)")
-        names = frame_names if frame_names is not None else [video.frame_name(t) for t in range(video.num_frames)]
+        names: Optional[Sequence[str]] = (frame_names if frame_names is not None
+                                          else [video.frame_name(t) for t in range(video.num_frames)])
         frames: Iterable[FrameResult] = video.iter_frames()
         size: Optional[Tuple[int, int]] = video.size
     else:

@@ -59,6 +59,7 @@ def format_frame(frame: FrameResult, *, frame_offset: int = 0, class_id: Optiona
         mask = labels == tid
         if not mask.any():
             continue  # fully covered by higher-scoring objects (or empty to begin with)
+        assert frame.category_ids is not None  # FrameResult.__post_init__ sets it
         cls = int(frame.category_ids[i]) if class_id is None else int(class_id)
         if mots_ids:
             if tid >= 1000:

@@ -26,7 +26,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, TypeGuard, Union
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -89,7 +89,7 @@ class _VideoInfo:
     frame_names: Optional[List[str]]
 
 
-def _is_int(v: Any) -> bool:
+def _is_int(v: Any) -> TypeGuard[int]:  # numpy integers too (they index and hash as ints)
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
@@ -429,7 +429,8 @@ def to_ytvis_dataset(videos: Union[Videos, Iterable[VideoSegmentation]],
         missing = sorted({tr.category_id for v in vids for tr in v.tracks} - known)
         if missing:
             raise ValidationError(f"category ids {missing} used by tracks are not in 'categories'")
-    videos_out, anns = [], []
+    videos_out: List[Dict[str, Any]] = []
+    anns: List[Dict[str, Any]] = []
     for v, vid in zip(vids, ids):
         name = v.name or f"video_{vid}"
         videos_out.append({"id": vid, "name": name, "width": v.width, "height": v.height, "length": v.num_frames,
