@@ -17,10 +17,18 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from s2d import __version__
+from s2d.device import DEVICE_HELP, resolve_device
 from s2d.errors import InputError, S2DError, SettingError
 
-EXIT_BAD_INPUT = 2
+#: exit statuses, the same for every command (``s2d --help`` and the README list them)
+EXIT_SOME_FAILED = 1  # some inputs failed (each reported in one line); the others are done
+EXIT_BAD_INPUT = 2  # bad invocation, setting or input: nothing was done
 EXIT_INTERRUPTED = 130
+EXIT_STATUS_HELP = ("exit status (every command):\n"
+                    "  0    done\n"
+                    "  1    some inputs failed, each reported in one line; the others are done\n"
+                    "  2    bad invocation, setting or input; nothing was done\n"
+                    "  130  interrupted (Ctrl-C)")
 
 _FORMATTER = argparse.RawDescriptionHelpFormatter
 
@@ -148,7 +156,7 @@ def _add_masks(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--max-side", type=int, default=None, metavar="PX",
                    help="process frames resized to this long side (default: as stored; internal steps "
                         "work at <= 512 px anyway); masks are written at the original size")
-    p.add_argument("--device", default="cpu", metavar="cpu|cuda", help="torch device of the backbone (default cpu)")
+    p.add_argument("--device", default="auto", metavar="DEVICE", help=DEVICE_HELP + "; of the backbone")
     p.add_argument("--depth", metavar="DIR",
                    help="folder of per-frame depth maps (<frame name>.npy or 16/8-bit .png; larger = farther) "
                         "for the 3-D cue")
@@ -170,7 +178,7 @@ def _add_discover(sub: "argparse._SubParsersAction") -> None:
                     "(DBSCAN), propagate-and-match, and DBSCAN over the match matrix -> objects whose member\n"
                     "masks are the keymasks.\n\n"
                     "Output folder: videos/<name>.<hash>.json per video (written atomically), settings.json,\n"
-                    "failed.jsonl (videos that failed; the others go on, and the exit status is 2), and\n"
+                    "failed.jsonl (videos that failed; the others go on, and the exit status is 1), and\n"
                     "pseudo_labels.json: the merged YouTube-VIS dataset (one category 'object'; masks on\n"
                     "keymask frames, null elsewhere; videos named by their path relative to the inputs' root)\n"
                     "that `s2d train` reads.",
@@ -206,7 +214,7 @@ def _add_discover(sub: "argparse._SubParsersAction") -> None:
                    help="point tracker: flow (chained DIS flow, default) or lk (Lucas-Kanade; slower)")
     p.add_argument("--backbone", default="lite0", metavar="NAME[:PATH]", help="stage-1 feature backbone (see s2d masks)")
     p.add_argument("--max-side", type=int, default=None, metavar="PX", help="stage 1 works at this long side")
-    p.add_argument("--device", default="cpu", metavar="cpu|cuda", help="torch device of the stage-1 backbone")
+    p.add_argument("--device", default="auto", metavar="DEVICE", help=DEVICE_HELP + "; of the stage-1 backbone")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a keymask setting (repeatable), e.g. --set visibility_threshold=0.3; "
                         "stage-1 settings as masks.KEY=VALUE, tracker settings as tracker.KEY=VALUE")
@@ -249,7 +257,8 @@ def _add_train(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--stages", nargs="+", choices=["distill", "self-distill"], metavar="STAGE",
                    help="run only these stages: distill, self-distill (default: both)")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its last checkpoints")
-    p.add_argument("--device", metavar="cpu|cuda", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--device", default="auto", metavar="DEVICE",
+                   help=DEVICE_HELP + " (under torchrun: cuda:LOCAL_RANK)")
     p.set_defaults(func=_cmd_train)
 
 
@@ -275,7 +284,7 @@ def _add_segment(sub: "argparse._SubParsersAction") -> None:
                     "  mots     OUTDIR/NAME/mots.txt       MOTS txt ('frame id class_id h w rle')\n"
                     "  overlay  OUTDIR/NAME/overlay.mp4    masks, contours and ids drawn over the video\n\n"
                     "A video that fails (missing, unreadable, corrupt part-way: its outputs keep the frames\n"
-                    "decoded before the bad one) is reported and the others go on; the exit status is then 2.",
+                    "decoded before the bad one) is reported and the others go on; the exit status is then 1.",
         epilog="examples:\n"
                "  s2d segment ../shared/data/videos/bikes.mp4 -o out\n"
                "  s2d segment a.mp4 b.mp4 frames/ -o out --format ytvis,davis,mots,overlay\n"
@@ -309,7 +318,7 @@ def _add_segment(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--split", action=argparse.BooleanOptionalAction, default=d.split,
                    help="give each part of an object mask that lies apart from the rest (in space and over the "
                         f"chunk) its own id, e.g. two cars one query covers (default {'on' if d.split else 'off'})")
-    p.add_argument("--device", default=d.device, metavar="cpu|cuda", help="torch device of the model (default cpu)")
+    p.add_argument("--device", default=d.device, metavar="DEVICE", help=DEVICE_HELP + "; of the model")
     p.add_argument("--format", dest="formats", default=",".join(DEFAULT_FORMATS), metavar="LIST",
                    help=f"comma-separated outputs among {','.join(FORMATS)} (default {','.join(DEFAULT_FORMATS)})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -323,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="s2d",
         description="s2d — unsupervised video instance segmentation (S2D: Sparse-To-Dense Keymask "
                     "Distillation). Runs on CPU; CUDA where present.",
-        epilog="Run `s2d COMMAND --help` for the options of a command.",
+        epilog="Run `s2d COMMAND --help` for the options of a command.\n\n" + EXIT_STATUS_HELP,
         formatter_class=_FORMATTER,
     )
     parser.add_argument("--version", action="version", version=f"s2d {__version__}")
@@ -392,14 +401,8 @@ def _cmd_masks(args: argparse.Namespace) -> int:
         raise InputError(src, "no such file or directory")
     if args.depth and not Path(args.depth).is_dir():
         raise InputError(args.depth, "depth folder not found")
-    import torch
 
-    try:
-        device = torch.device(args.device)
-    except (RuntimeError, ValueError):
-        raise InputError(None, f"--device: not a torch device: {args.device!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(None, "--device cuda: no CUDA device is available")
+    device = resolve_device(args.device)
     backbone = None if (not cfg.use_features or args.backbone.lower() == "none") else args.backbone
     segmenter = FrameSegmenter(cfg, backbone=backbone, device=device)
 
@@ -617,7 +620,7 @@ def _cmd_discover(args: argparse.Namespace) -> int:
                            ray_address=args.ray, resume=args.resume, progress=sys.stderr.isatty())
     print(f"discover: {len(report.done)} done, {len(report.skipped)} skipped, {len(report.failed)} failed; "
           f"wrote {report.merged}", file=sys.stderr)
-    return EXIT_BAD_INPUT if report.failed else 0  # as `s2d segment`: some inputs failed, the others are done
+    return EXIT_SOME_FAILED if report.failed else 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -626,6 +629,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from s2d.train.ddp import is_main_process
 
     load_train_config(args.config, args.overrides)  # settings first: a bad one never waits for the data checks
+    resolve_device(args.device)
     for path, what in ((args.data, "pseudo-labels"), (args.videos, "videos root")):
         if not Path(path).exists():
             raise InputError(path, f"no such file or directory ({what})")
@@ -687,12 +691,12 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             print(f"note: {s.name}: {note}", file=sys.stderr)
     if len(videos) > 1:
         print(f"segment: {len(videos) - failed} of {len(videos)} video(s) done, {failed} failed", file=sys.stderr)
-    return EXIT_BAD_INPUT if failed else 0
+    return EXIT_SOME_FAILED if failed else 0
 
 
 # --------------------------------------------------------------------------- entry point
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the CLI; returns the exit status (0 ok, 2 bad input, 130 interrupted)."""
+    """Run the CLI; returns the exit status (0 ok, 1 some inputs failed, 2 bad input, 130 interrupted)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -24,6 +24,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
+from s2d.device import resolve_device
 from s2d.errors import InputError
 from s2d.frames.affinity import depth_affinity, feature_affinity, fuse_affinities, motion_affinity, pool_to_grid
 from s2d.frames.config import MaskConfig
@@ -106,19 +107,18 @@ class FrameSegmenter:
         cfg: the settings (:class:`MaskConfig`).
         backbone: a :class:`s2d.features.Backbone`, a spec string (``"lite0"``, ``"dino_vits16:PATH"``) or
             ``None`` (no appearance cue; motion only). Ignored when ``cfg.use_features`` is false.
-        device: torch device for the backbone (``"cpu"``, ``"cuda"``).
+        device: torch device for the backbone (``"auto"``: CUDA when available, ``"cpu"``, ``"cuda"``;
+            :mod:`s2d.device`).
     """
 
-    def __init__(self, cfg: Optional[MaskConfig] = None, backbone: Any = "lite0", device: Any = "cpu") -> None:
+    def __init__(self, cfg: Optional[MaskConfig] = None, backbone: Any = "lite0", device: Any = "auto") -> None:
         self.cfg = cfg or MaskConfig()
         self.backbone = None
         if self.cfg.use_features and backbone is not None:
             if isinstance(backbone, str):
                 from s2d.features import build_backbone
 
-                import torch
-
-                backbone = build_backbone(backbone, torch.device(device))
+                backbone = build_backbone(backbone, resolve_device(device))
             self.backbone = backbone
         if self.backbone is None and not self.cfg.motion:
             from s2d.errors import SettingError

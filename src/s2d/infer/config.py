@@ -71,7 +71,8 @@ class SegmentConfig:
         guided_radius: window radius of the guided filter as a fraction of the refinement size's long side
             (0.0375 = 32 px at 854×480; chosen on the dev split, 16–48 px measured).
         guided_eps: the guided filter's regularisation, in squared 0–255 colour levels.
-        device: torch device of the model (``"cpu"``, ``"cuda"``, ``"cuda:1"``...).
+        device: torch device of the model: ``"auto"`` (CUDA when available, else CPU; :mod:`s2d.device`),
+            ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         min_area: drop tubes covering fewer pixels than this, summed over the chunk at the model's working
             size (empty or speck-sized queries).
         split: give each space-time connected part of a tube its own track (:mod:`s2d.infer.instances`):
@@ -99,7 +100,7 @@ class SegmentConfig:
     refine_max_side: int = 854
     guided_radius: float = 0.0375
     guided_eps: float = 0.01
-    device: str = "cpu"
+    device: str = "auto"
     min_area: int = 16
     split: bool = True
     split_min_fraction: float = 0.1

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Union
 
+from s2d.device import AUTO, resolve_device
 from s2d.errors import SettingError
 
 __all__ = ["DEFAULT_MODEL", "default_model_path", "load_model", "resolve_device"]
@@ -25,26 +26,13 @@ def default_model_path() -> Path:
     return Path(str(importlib.resources.files("s2d") / "weights" / "default.pt"))
 
 
-def resolve_device(device: Any) -> Any:
-    """``torch.device`` of a name, with a one-line :class:`SettingError` for a bad name or a missing GPU."""
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError, TypeError):
-        raise SettingError(f"--device: not a torch device: {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SettingError(f"--device {device}: no CUDA device is available")
-    return dev
-
-
-def load_model(spec: PathLike = DEFAULT_MODEL, device: Any = "cpu") -> Any:
+def load_model(spec: PathLike = DEFAULT_MODEL, device: Any = AUTO) -> Any:
     """The :class:`~s2d.model.VideoMask2Former` named by ``spec``, in eval mode on ``device``.
 
     Args:
         spec: ``"default"`` for the packaged weights, else the path of a checkpoint written by ``s2d train``
             (``<run>/<stage>/model.pt``) or :meth:`VideoMask2Former.save_checkpoint`.
-        device: torch device or its name.
+        device: torch device or its name (``"auto"``: CUDA when available, else CPU; :mod:`s2d.device`).
 
     Raises:
         SettingError: the default weights are not installed, or the device is not available.

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from s2d.device import resolve_device
 from s2d.errors import InputError, S2DError, SettingError
 from s2d.io.video import VIDEO_EXTENSIONS
 
@@ -157,7 +158,7 @@ class DiscoverSettings:
         tracker: tracker backend name (``flow`` or ``lk``).
         tracker_settings: keyword settings of the tracker's config.
         backbone: stage-1 feature backbone spec.
-        device: torch device of the backbone.
+        device: torch device of the backbone (``"auto"``: CUDA when available; :mod:`s2d.device`).
         max_side: long side stage 1 works at (``None``: as stored).
         masks_from: a ``s2d masks`` results JSON (single video) or a folder of them named
             ``<key>.json``/``<name>.json`` to read instead of running stage 1.
@@ -170,7 +171,7 @@ class DiscoverSettings:
     tracker: str = "flow"
     tracker_settings: Dict[str, Any] = field(default_factory=dict)
     backbone: str = "lite0"
-    device: str = "cpu"
+    device: str = "auto"
     max_side: Optional[int] = None
     masks_from: Optional[str] = None
     cache_dir: Optional[str] = None
@@ -189,6 +190,7 @@ class DiscoverSettings:
         except (TypeError, ValueError) as exc:  # SettingError is a ValueError
             raise SettingError(f"stage-1 settings (masks.KEY): {exc}") from None
         KeymaskConfig.from_dict(self.keymasks)
+        resolve_device(self.device)
         close = getattr(_build_tracker(self), "close", None)
         if close is not None:
             close()
@@ -256,7 +258,7 @@ def _single_frame_masks(video: VideoInput, settings: DiscoverSettings, progress:
     from s2d.io.video import probe_video
 
     cfg = MaskConfig.from_dict(settings.masks)
-    seg = FrameSegmenter(cfg, backbone=settings.backbone, device=settings.device)
+    seg = FrameSegmenter(cfg, backbone=settings.backbone, device=resolve_device(settings.device))
     info = probe_video(video.source)
     next_id = [1]
 

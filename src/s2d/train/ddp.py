@@ -18,6 +18,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+
+from s2d.device import AUTO, resolve_device
+
 __all__ = ["DistEnv", "init_distributed", "is_main_process", "wrap_ddp", "barrier", "all_reduce_mean", "any_true", "cleanup"]
 
 
@@ -45,8 +48,9 @@ def init_distributed(device: Union[str, torch.device, None] = None) -> DistEnv:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", str(rank)))
-    if device is None:
+    if device is None or device == AUTO:
         device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
+    resolve_device(device)  # a bad name or a missing GPU: one line
     dev = torch.device(device)
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", local if world > 1 else 0)
