@@ -81,3 +81,43 @@ def test_fsync_option(tmp_path):
     with atomic_path(tmp_path / "y.bin", fsync=True) as tmp:
         tmp.write_bytes(b"1")
     assert (tmp_path / "y.bin").read_bytes() == b"1"
+
+
+def test_stale_temps_of_a_killed_run_are_removed_on_the_next_start(tmp_path):
+    """Only temp names (.<stem>.<8 hex>.tmp<suffix>) go; user files that merely look similar stay."""
+    from s2d.io.atomic import remove_stale_temps, temp_path_for
+
+    stale = [temp_path_for(tmp_path / "last.pt"), temp_path_for(tmp_path / "results.json"),
+             temp_path_for(tmp_path / "00001.png")]
+    keep = [tmp_path / "last.pt", tmp_path / ".hidden", tmp_path / ".notes.tmp.txt", tmp_path / "a.12345678.tmp.json"]
+    for p in stale + keep:
+        p.write_text("x")
+    assert remove_stale_temps(tmp_path) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in keep)
+    assert remove_stale_temps(tmp_path / "missing") == 0
+
+
+def test_segment_removes_temps_a_killed_run_left(tmp_path):
+    from s2d.infer import SegmentConfig, segment_video
+    from s2d.io.atomic import temp_path_for
+    from s2d.model import VideoMask2Former, model_preset
+    import numpy as np
+    import torch
+
+    torch.manual_seed(0)
+    model = VideoMask2Former(model_preset("tiny")).eval()
+    frames = [np.zeros((32, 32, 3), np.uint8) for _ in range(3)]
+    (tmp_path / "o" / "clip" / "davis").mkdir(parents=True)
+    left = [temp_path_for(tmp_path / "o" / "clip" / "results.json"),
+            temp_path_for(tmp_path / "o" / "clip" / "davis" / "00000.png")]
+    for p in left:
+        p.write_text("half")
+    from PIL import Image
+
+    (tmp_path / "clip").mkdir()
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(tmp_path / "clip" / f"{i:05d}.jpg")
+    segment_video(tmp_path / "clip", tmp_path / "o", SegmentConfig(max_side=32, refine="none"),
+                  formats=("ytvis", "davis"), model=model, progress=False)
+    assert not any(p.exists() for p in left)
+    assert (tmp_path / "o" / "clip" / "results.json").exists()

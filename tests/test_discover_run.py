@@ -241,3 +241,18 @@ def test_bad_settings_fail_before_anything_is_written(tmp_path, dataset, setting
     rep = run_discovery(vids, str(out), DiscoverSettings(masks_from=str(masks_dir)), progress=False,
                         log=lambda s: None)
     assert len(rep.done) == 2
+
+
+def test_a_resumed_run_removes_the_temps_a_killed_run_left(tmp_path, dataset):
+    from s2d.io.atomic import temp_path_for
+
+    root, masks_dir = dataset
+    _, vids = collect_inputs([str(root)], layout="ytvis")
+    out = tmp_path / "out"
+    run_discovery(vids, str(out), DiscoverSettings(masks_from=str(masks_dir)), progress=False, log=lambda s: None)
+    left = [temp_path_for(out / "videos" / "x.json"), temp_path_for(out / "pseudo_labels.json")]
+    for p in left:
+        p.write_text("{")
+    rep = run_discovery(vids, str(out), DiscoverSettings(masks_from=str(masks_dir)), resume=True, progress=False,
+                        log=lambda s: None)
+    assert len(rep.skipped) == 2 and not any(p.exists() for p in left)

@@ -28,6 +28,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 from s2d import rle as rle_utils
 from s2d.errors import InputError
 from s2d.infer.config import DEFAULT_FORMATS, SegmentConfig, check_formats
+from s2d.io.atomic import remove_stale_temps
 from s2d.infer.predictor import VideoPredictor
 from s2d.types import FrameResult
 
@@ -88,6 +89,8 @@ class _Outputs:
         self.ids: set = set()  # track ids with pixels on some frame
         self.davis = self.mots = self.overlay = None
         folder.mkdir(parents=True, exist_ok=True)
+        for old in (folder, folder / "davis"):  # what a killed run left half-written
+            remove_stale_temps(old)
         try:
             if "davis" in formats:
                 from s2d.io.formats.davis import DavisWriter

@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import IO, Any, Iterator, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-__all__ = ["temp_path_for", "atomic_path", "atomic_open", "atomic_write_text", "atomic_write_bytes"]
+__all__ = ["temp_path_for", "atomic_path", "atomic_open", "atomic_write_text", "atomic_write_bytes",
+           "remove_stale_temps"]
+
+_TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp(\.[^.]*)?$")
 
 
 def temp_path_for(path: PathLike) -> Path:
@@ -101,3 +105,21 @@ def atomic_write_text(path: PathLike, text: str, *, encoding: str = "utf-8", fsy
     with atomic_open(path, "w", encoding=encoding, fsync=fsync) as f:
         f.write(text)
     return Path(path)
+
+
+def remove_stale_temps(folder: PathLike) -> int:
+    """Delete the temp files (:func:`temp_path_for` names) a killed run left in ``folder``; returns how many.
+
+    An exception removes its temp file itself; only a hard kill (SIGKILL, power loss) leaves one. Commands
+    call this when they start on an output folder they own (``s2d discover``, ``s2d train``, ``s2d segment``),
+    before their own writers start.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    for entry in folder.iterdir():
+        if _TEMP_NAME.match(entry.name) and entry.is_file():
+            _remove_quietly(entry)
+            removed += 1
+    return removed

@@ -34,6 +34,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from s2d.device import resolve_device
 from s2d.errors import InputError, S2DError, SettingError
+from s2d.io.atomic import remove_stale_temps
 from s2d.io.video import VIDEO_EXTENSIONS
 
 LAYOUTS = ("ytvis", "davis", "folders")
@@ -437,6 +438,8 @@ def run_discovery(videos: Sequence[VideoInput], outdir: str, settings: DiscoverS
     out.mkdir(parents=True, exist_ok=True)
     (out / "videos").mkdir(exist_ok=True)
     _check_resume(out, root or Path("."), settings, resume)
+    for folder in (out, out / "videos"):  # what a killed run left half-written
+        remove_stale_temps(folder)
     report = DiscoveryReport(str(out), None)
     todo = []
     for v in videos:

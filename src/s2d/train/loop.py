@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from s2d.errors import InputError, S2DError, SettingError
-from s2d.io.atomic import atomic_path
+from s2d.io.atomic import atomic_path, remove_stale_temps
 from s2d.model import VideoMask2Former, VideoSetCriterion
 from s2d.train.config import TrainConfig, load_train_config
 from s2d.train.data import ClipDataset, load_labelset
@@ -293,6 +293,7 @@ def train_stage(config: TrainConfig, data: PathLike, videos_root: PathLike, run_
     metrics_path = Path(run_dir) / "metrics.jsonl"
     if env.is_main:
         sdir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(sdir)  # a killed run's half-written checkpoint
         if ckpt is not None:
             _truncate_metrics(metrics_path, stage, step)
 
@@ -430,6 +431,7 @@ def train(config: Union[TrainConfig, str, PathLike, None], data: PathLike, video
     run = Path(run_dir)
     if env.is_main:
         run.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(run)
         _record_config(run, cfg)
     results: Dict[str, StageResult] = {}
     # the process group (if any) stays up until exit: see s2d.train.ddp.init_distributed
