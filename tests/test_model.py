@@ -293,3 +293,20 @@ def test_paper_architecture_builds_and_runs_small() -> None:
     assert len(out["aux_outputs"]) == 9  # the reference's "9 + 1" predictions
     n = sum(p.numel() for p in model.parameters())
     assert 40e6 < n < 50e6  # Mask2Former R50 (~44 M)
+
+
+@pytest.mark.parametrize("key_pos", [True, False])
+def test_decoder_self_attention_matches_the_reference_form(key_pos):
+    """self_attn_key_pos=True is Mask2Former's SelfAttentionLayer.forward_post (q = k = tgt + query_pos,
+    value = tgt, residual, LayerNorm); False keeps the layout default.pt was trained with (pos on q only)."""
+    from s2d.model.transformer_decoder import _AttnLayer
+
+    torch.manual_seed(0)
+    layer = _AttnLayer(16, 4, 0.0, False, self_key_pos=key_pos).eval()
+    tgt, pos = torch.randn(2, 5, 16), torch.randn(2, 5, 16)
+    got = layer(tgt, pos, tgt, None, self_attn=True)
+    q = tgt + pos
+    k = q if key_pos else tgt
+    want = layer.norm(tgt + layer.attn(q, k, tgt, need_weights=False)[0])
+    assert torch.allclose(got, want, atol=1e-6)
+    assert model_preset("paper").self_attn_key_pos and not model_preset("cpu").self_attn_key_pos

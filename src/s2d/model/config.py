@@ -109,6 +109,9 @@ class ModelConfig:
         nheads, dim_feedforward, dropout, pre_norm: decoder attention heads, FFN width, dropout (0 in the
             reference decoder, whatever the config says), pre-LN.
         enforce_input_proj: always project the memory with a 1×1 conv, even when ``conv_dim == hidden_dim``.
+        self_attn_key_pos: add the query positional embedding to the keys of the decoder's self-attention as
+            well as to its queries (Mask2Former: ``q = k = tgt + query_pos``; on in the ``paper`` preset). Off:
+            queries only, the layout the shipped ``cpu`` model was trained with.
         size_divisibility: inputs are zero-padded (after normalisation) to a multiple of this.
         loss: :class:`LossConfig` used when training this model.
     """
@@ -133,6 +136,7 @@ class ModelConfig:
     dropout: float = 0.0
     pre_norm: bool = False
     enforce_input_proj: bool = False
+    self_attn_key_pos: bool = False
     size_divisibility: int = 32
     loss: LossConfig = field(default_factory=LossConfig)
 
@@ -197,7 +201,7 @@ def _paper() -> ModelConfig:
     return ModelConfig(
         backbone="resnet50", pixel_decoder="msdeform", conv_dim=256, mask_dim=256, enc_layers=6, enc_heads=8,
         enc_points=4, enc_ffn=1024, enc_dropout=0.3, hidden_dim=256, num_queries=100, dec_layers=9, nheads=8,
-        dim_feedforward=2048, dropout=0.0,
+        dim_feedforward=2048, dropout=0.0, self_attn_key_pos=True,
         loss=LossConfig(class_weight=2.0, mask_weight=5.0, dice_weight=5.0, no_object_weight=0.1,
                         num_points=12544, oversample_ratio=3.0, importance_sample_ratio=0.75),
     )

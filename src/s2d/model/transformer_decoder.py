@@ -53,10 +53,16 @@ class _MLP(nn.Module):
 
 
 class _AttnLayer(nn.Module):
-    """Multi-head attention + residual + LayerNorm (post-norm unless ``pre_norm``)."""
+    """Multi-head attention + residual + LayerNorm (post-norm unless ``pre_norm``).
 
-    def __init__(self, dim: int, heads: int, dropout: float, pre_norm: bool) -> None:
+    In self-attention the keys are the queries themselves; ``self_key_pos`` adds the query positional
+    embedding to them too (Mask2Former's ``q = k = tgt + query_pos``), else only the queries get it (the
+    layout ``default.pt`` was trained with).
+    """
+
+    def __init__(self, dim: int, heads: int, dropout: float, pre_norm: bool, self_key_pos: bool = False) -> None:
         super().__init__()
+        self.self_key_pos = self_key_pos
         self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
         self.norm = nn.LayerNorm(dim)
         self.drop = nn.Dropout(dropout)
@@ -67,6 +73,7 @@ class _AttnLayer(nn.Module):
         x = self.norm(q) if self.pre_norm else q
         if self_attn:
             kv = x
+            kv_pos = q_pos if self.self_key_pos else None
         k = kv if kv_pos is None else kv + kv_pos
         out = self.attn(x + q_pos, k, kv, attn_mask=attn_mask, need_weights=False)[0]
         out = q + self.drop(out)
@@ -101,12 +108,13 @@ class VideoTransformerDecoder(nn.Module):
 
     def __init__(self, in_channels: int, hidden_dim: int, num_queries: int, nheads: int, dim_feedforward: int,
                  dec_layers: int, mask_dim: int, dropout: float = 0.0, pre_norm: bool = False,
-                 num_levels: int = 3, enforce_input_proj: bool = False) -> None:
+                 num_levels: int = 3, enforce_input_proj: bool = False, self_attn_key_pos: bool = False) -> None:
         super().__init__()
         self.hidden_dim, self.num_queries, self.nheads = hidden_dim, num_queries, nheads
         self.num_levels = num_levels
         self.cross = nn.ModuleList(_AttnLayer(hidden_dim, nheads, dropout, pre_norm) for _ in range(dec_layers))
-        self.self_attn = nn.ModuleList(_AttnLayer(hidden_dim, nheads, dropout, pre_norm) for _ in range(dec_layers))
+        self.self_attn = nn.ModuleList(_AttnLayer(hidden_dim, nheads, dropout, pre_norm, self_attn_key_pos)
+                                       for _ in range(dec_layers))
         self.ffn = nn.ModuleList(_FFNLayer(hidden_dim, dim_feedforward, dropout, pre_norm) for _ in range(dec_layers))
         self.decoder_norm = nn.LayerNorm(hidden_dim)
         self.query_feat = nn.Embedding(num_queries, hidden_dim)

@@ -55,7 +55,7 @@ class VideoMask2Former(nn.Module):
         self.pixel_decoder = build_pixel_decoder(cfg, self.backbone.out_channels)
         self.decoder = VideoTransformerDecoder(cfg.conv_dim, cfg.hidden_dim, cfg.num_queries, cfg.nheads,
                                                cfg.dim_feedforward, cfg.dec_layers, cfg.mask_dim, cfg.dropout,
-                                               cfg.pre_norm, 3, cfg.enforce_input_proj)
+                                               cfg.pre_norm, 3, cfg.enforce_input_proj, cfg.self_attn_key_pos)
         self.to(device)
         self.train()
 
