@@ -28,7 +28,7 @@ above; the matching grid's area rule is applied at a reference frame size (see
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -283,6 +283,85 @@ def _queries(frame: int, pts: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return q
 
 
+# --------------------------------------------------------------------------- intermediate objects
+
+
+@dataclass
+class _MaskSet:
+    """Phase 1: the non-empty masks in global order, their point sets and the point-in-mask index."""
+
+    height: int
+    width: int
+    num_frames: int
+    index: MaskIndex
+    infos: List[MaskInfo]
+    rles: List[dict]
+    vis_pts: List[np.ndarray]
+    match_pts: List[np.ndarray]
+    empty: int
+
+    @property
+    def frames_of(self) -> np.ndarray:
+        """The frame of every mask (global index order)."""
+        return self.index.frames
+
+
+@dataclass
+class _Tracking:
+    """The prepared tracker with the point mapping to its frame size; counts the calls made through it."""
+
+    tracker: PointTracker
+    num_frames: int
+    scale: np.ndarray
+    rescale: bool  # tracker_size given: tracked points are mapped back to the masks' frame size
+    progress: Optional[Progress]
+    calls: int = 0
+
+    def track(self, frame: int, pts: np.ndarray, frame_range: Optional[Range] = None) -> TrackResult:
+        """Track ``pts`` (mask frame pixels) queried on ``frame``; ``frame_range`` end exclusive."""
+        res = _call_tracker(self.tracker, _queries(frame, pts, self.scale), self.num_frames, frame_range)
+        self.calls += 1
+        return res
+
+    def report(self, phase: str, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(phase, done, total)
+
+
+@dataclass
+class _Candidates:
+    """Phase 3: visibility DBSCAN labels, the clusters and the frames every candidate is matched over."""
+
+    labels: np.ndarray
+    clusters: List[VisibilityCluster]
+    ranges: Dict[int, Range]  # candidate mask index → (start, end) inclusive
+
+
+@dataclass
+class _Group:
+    """Phase 5: one match-DBSCAN group of a visibility cluster (an object before the one2x filter and ids)."""
+
+    cluster: int
+    group: int
+    kept: List[int]
+    dropped: List[int]
+    members: List[int]
+    ranges: List[Range]
+    match_range: Range
+    one2x_mean: float
+
+
+@dataclass
+class _Grouping:
+    """Phase 5 for the whole video: the groups in (cluster, label) order and the per-cluster numbers."""
+
+    groups: List[_Group] = field(default_factory=list)
+    cluster_coverage: Dict[int, float] = field(default_factory=dict)
+    visibility_to_temporal: Dict[int, int] = field(default_factory=dict)
+    grouped: int = 0
+    duplicates: int = 0
+
+
 # --------------------------------------------------------------------------- main entry
 
 
@@ -311,204 +390,261 @@ def discover_keymasks(masks: VideoSegmentation, tracker: PointTracker,
         ``objects``, ``one2x_filtered``, ``keymask_frames_covered`` (fraction of frames with a
         keymask) and ``tracker_calls``.
     """
+    cfg = _check_inputs(masks, config)
+    scale = _tracker_scale(tracker_size, masks.height, masks.width)
+    mask_set = _prepare_masks(masks, cfg)  # 1. point sets, point-in-mask index
+    tracking = _Tracking(tracker, masks.num_frames, scale, tracker_size is not None, progress)
+    visible = _visibility_vectors(mask_set, tracking, cfg)  # 2. visibility curves
+    cand = _find_candidates(visible, mask_set, cfg)  # 3. visibility grouping
+    matched = _match_candidates(mask_set, cand, tracking, cfg)  # 4. propagate and match
+    grouping = _group_candidates(mask_set, cand, matched, cfg)  # 5. temporal grouping
+    objects, filtered = _number_objects(mask_set, grouping.groups, cfg)  # 6. one2x filter, ordering, ids
+    diagnostics = _diagnostics(mask_set, cand, grouping, objects, filtered, tracking.calls)
+    return KeymaskResult(objects, mask_set.infos, visible, cand.clusters, diagnostics, masks.height, masks.width,
+                         masks.num_frames, fps=masks.fps, name=masks.name, video_id=masks.video_id,
+                         frame_names=masks.frame_names)
+
+
+def _check_inputs(masks: VideoSegmentation, config: Optional[KeymaskConfig]) -> KeymaskConfig:
     cfg = config if config is not None else KeymaskConfig()
     if not isinstance(cfg, KeymaskConfig):
         raise SettingError(f"config must be a KeymaskConfig, got {type(cfg).__name__}")
     if not isinstance(masks, VideoSegmentation):
         raise SettingError(f"masks must be a VideoSegmentation, got {type(masks).__name__}")
-    H, W, T = masks.height, masks.width, masks.num_frames
-    if tracker_size is None:
-        scale = np.array([1.0, 1.0])
-    else:
-        th, tw = (int(v) for v in tracker_size)
-        if th < 2 or tw < 2:
-            raise SettingError(f"tracker_size must be (height, width) of at least 2×2, got {tracker_size!r}")
-        scale = np.array([(tw - 1) / (W - 1) if W > 1 else 1.0, (th - 1) / (H - 1) if H > 1 else 1.0])
+    return cfg
 
-    # ---- 1. masks, point sets, point-in-mask index (each mask decoded once)
+
+def _tracker_scale(tracker_size: Optional[Tuple[int, int]], H: int, W: int) -> np.ndarray:
+    """``(x, y)`` factor from mask frame pixels to tracker frame pixels (align corners)."""
+    if tracker_size is None:
+        return np.array([1.0, 1.0])
+    th, tw = (int(v) for v in tracker_size)
+    if th < 2 or tw < 2:
+        raise SettingError(f"tracker_size must be (height, width) of at least 2×2, got {tracker_size!r}")
+    return np.array([(tw - 1) / (W - 1) if W > 1 else 1.0, (th - 1) / (H - 1) if H > 1 else 1.0])
+
+
+# ---- 1. masks, point sets, point-in-mask index (each mask decoded once)
+
+
+def _prepare_masks(masks: VideoSegmentation, cfg: KeymaskConfig) -> _MaskSet:
+    H, W, T = masks.height, masks.width, masks.num_frames
     entries = _collect_masks(masks)
     if cfg.split_components:
         entries = split_components(entries, cfg.component_min_fraction * H * W)
-    index = MaskIndex(H, W, T)
-    infos: List[MaskInfo] = []
-    rles: List[dict] = []
-    vis_pts: List[np.ndarray] = []
-    match_pts: List[np.ndarray] = []
-    empty = 0
+    out = _MaskSet(H, W, T, MaskIndex(H, W, T), [], [], [], [], 0)
     for frame, _pos, tid, score, rle in entries:
         area = rle_utils.area(rle)
         if area == 0:
-            empty += 1
+            out.empty += 1
             continue
         bitmap = rle_utils.decode(rle)
-        gi = index.add(frame, bitmap)
+        gi = out.index.add(frame, bitmap)
         vp = grid_points(bitmap, cfg.visibility_grid, cfg.grid_model_size, cfg.margin)
         g = cfg.match_grid_size(area, H * W)
         mp = vp if g == cfg.visibility_grid else grid_points(bitmap, g, cfg.grid_model_size, cfg.margin)
-        infos.append(MaskInfo(gi, frame, tid, score, int(area), visibility_points=len(vp), match_grid=g,
-                              match_points=len(mp)))
-        rles.append(rle)
-        vis_pts.append(vp)
-        match_pts.append(mp)
-    index.finalize()
-    M = len(infos)
-    frames_of = index.frames
-    tracker_calls = 0
+        out.infos.append(MaskInfo(gi, frame, tid, score, int(area), visibility_points=len(vp), match_grid=g,
+                                  match_points=len(mp)))
+        out.rles.append(rle)
+        out.vis_pts.append(vp)
+        out.match_pts.append(mp)
+    out.index.finalize()
+    return out
 
-    # ---- 2. visibility curves: one tracker call per frame, reduced at once
-    gamma = np.full((M, T), np.nan, dtype=np.float32)
+
+# ---- 2. visibility curves: one tracker call per frame, reduced at once
+
+
+def _visibility_vectors(ms: _MaskSet, tracking: _Tracking, cfg: KeymaskConfig) -> np.ndarray:
+    """The ``M×T`` binary visibility vectors (``γ > visibility_threshold``)."""
+    index, T = ms.index, ms.num_frames
+    gamma = np.full((len(ms.infos), T), np.nan, dtype=np.float32)
     frames_with_masks = [t for t in range(T) if index.frame_start[t + 1] > index.frame_start[t]]
     for done, t in enumerate(frames_with_masks):
         ids = list(index.masks_on(t))
-        sizes = [len(vis_pts[i]) for i in ids]
+        sizes = [len(ms.vis_pts[i]) for i in ids]
         if sum(sizes):
-            q = _queries(t, np.concatenate([vis_pts[i] for i in ids]), scale)
-            res = _call_tracker(tracker, q, T)
-            tracker_calls += 1
+            res = tracking.track(t, np.concatenate([ms.vis_pts[i] for i in ids]))
             vis = np.asarray(res.visible, dtype=bool)
             for i, sl in zip(ids, iter_slices(sizes)):
                 if sl.stop > sl.start:
                     gamma[i] = vis[:, sl].mean(axis=1)
             del res, vis
-        if progress is not None:
-            progress("visibility", done + 1, len(frames_with_masks))
-    visible = binarize(gamma, cfg.visibility_threshold)
-    del gamma
+        tracking.report("visibility", done + 1, len(frames_with_masks))
+    return binarize(gamma, cfg.visibility_threshold)
 
-    # ---- 3. visibility grouping
-    labels, clusters = group_by_visibility(visible, frames_of, cfg.visibility_eps, cfg.visibility_min_samples,
+
+# ---- 3. visibility grouping
+
+
+def _find_candidates(visible: np.ndarray, ms: _MaskSet, cfg: KeymaskConfig) -> _Candidates:
+    labels, clusters = group_by_visibility(visible, ms.frames_of, cfg.visibility_eps, cfg.visibility_min_samples,
                                            cfg.candidate_visible_fraction)
-    for info, lab in zip(infos, labels):
+    for info, lab in zip(ms.infos, labels):
         info.cluster = int(lab)
-    cand_range: Dict[int, Range] = {}
+    ranges: Dict[int, Range] = {}
     for c in clusters:
         if not c.ranges:
             continue
         merged = c.merged_range
         for m, rng in c.candidates.items():
-            cand_range[m] = merged if cfg.merge_vranges else rng
-    for m, rng in cand_range.items():
-        infos[m].candidate = True
-        infos[m].range = (int(rng[0]), int(rng[1]))
+            ranges[m] = merged if cfg.merge_vranges else rng
+    for m, rng in ranges.items():
+        ms.infos[m].candidate = True
+        ms.infos[m].range = (int(rng[0]), int(rng[1]))
+    return _Candidates(labels, clusters, ranges)
 
-    # ---- 4. propagate and match: one tracker call per frame with candidates
+
+# ---- 4. propagate and match: one tracker call per frame with candidates
+
+
+def _match_candidates(ms: _MaskSet, cand: _Candidates, tracking: _Tracking, cfg: KeymaskConfig
+                      ) -> Dict[int, np.ndarray]:
+    """Matched global mask indices of every candidate (one tracker call per frame with candidates)."""
     matched: Dict[int, np.ndarray] = {}
     by_frame: Dict[int, List[int]] = {}
-    for m in sorted(cand_range):
-        by_frame.setdefault(int(frames_of[m]), []).append(m)
+    for m in sorted(cand.ranges):
+        by_frame.setdefault(int(ms.frames_of[m]), []).append(m)
     for done, t in enumerate(sorted(by_frame)):
         ids = by_frame[t]
-        sizes = [len(match_pts[i]) for i in ids]
+        sizes = [len(ms.match_pts[i]) for i in ids]
         lin = None
-        lo = min(cand_range[i][0] for i in ids)  # only the frames some candidate of t is matched on
-        hi = max(cand_range[i][1] for i in ids)
+        lo = min(cand.ranges[i][0] for i in ids)  # only the frames some candidate of t is matched on
+        hi = max(cand.ranges[i][1] for i in ids)
         if sum(sizes):
-            q = _queries(t, np.concatenate([match_pts[i] for i in ids]), scale)
-            res = _call_tracker(tracker, q, T, frame_range=(lo, hi + 1))
-            tracker_calls += 1
-            pts = np.asarray(res.points[lo:hi + 1], dtype=np.float64)
-            if tracker_size is not None:
-                pts = pts / scale
-            lin = point_pixels(pts, H, W)  # (hi-lo+1)×N, −1 = out of bounds
-            del res, pts
+            lin = _propagate(ms, tracking, t, np.concatenate([ms.match_pts[i] for i in ids]), lo, hi)
         for i, sl in zip(ids, iter_slices(sizes)):
-            a, b = cand_range[i]
-            if lin is None or sl.stop == sl.start:
-                matched[i] = np.zeros(0, np.int64)
-                infos[i].one2x, infos[i].one2x_frames = 0, 0
-                continue
-            g0, j = point_mask_fractions(lin[a - lo:b - lo + 1, sl], a, index)
-            gids = g0 + np.arange(j.size)
-            matched[i] = gids[j > cfg.matching_threshold]
-            n2x = one2x_count(j, frames_of[gids], cfg.one2x_threshold)
-            infos[i].num_matches = int(matched[i].size)
-            infos[i].one2x_frames = n2x
-            infos[i].one2x = 1 if n2x >= cfg.one2x_min_frames else 0
-        if progress is not None:
-            progress("matching", done + 1, len(by_frame))
+            matched[i] = _match_one(ms, cfg, i, cand.ranges[i], None if sl.stop == sl.start else lin, lo, sl)
+        tracking.report("matching", done + 1, len(by_frame))
+    return matched
 
-    # ---- 5. temporal grouping per visibility cluster → objects
-    raw_objects: List[Dict[str, Any]] = []
-    cluster_cov: Dict[int, float] = {}
-    v2t: Dict[int, int] = {}
-    grouped_total = 0
-    dup_total = 0
-    for c in clusters:
+
+def _propagate(ms: _MaskSet, tracking: _Tracking, frame: int, pts: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Pixel index of ``pts`` tracked from ``frame`` on frames ``lo..hi``: ``(hi-lo+1)×N``, −1 = out of bounds."""
+    res = tracking.track(frame, pts, frame_range=(lo, hi + 1))
+    tracked = np.asarray(res.points[lo:hi + 1], dtype=np.float64)
+    if tracking.rescale:
+        tracked = tracked / tracking.scale
+    return point_pixels(tracked, ms.height, ms.width)
+
+
+def _match_one(ms: _MaskSet, cfg: KeymaskConfig, i: int, rng: Range, lin: Optional[np.ndarray], lo: int,
+               sl: slice) -> np.ndarray:
+    """Candidate ``i``'s matches from its columns ``sl`` of ``lin`` (rows from frame ``lo``); sets its one2x."""
+    info = ms.infos[i]
+    a, b = rng
+    if lin is None:
+        info.one2x, info.one2x_frames = 0, 0
+        return np.zeros(0, np.int64)
+    g0, j = point_mask_fractions(lin[a - lo:b - lo + 1, sl], a, ms.index)
+    gids = g0 + np.arange(j.size)
+    matched = gids[j > cfg.matching_threshold]
+    n2x = one2x_count(j, ms.frames_of[gids], cfg.one2x_threshold)
+    info.num_matches = int(matched.size)
+    info.one2x_frames = n2x
+    info.one2x = 1 if n2x >= cfg.one2x_min_frames else 0
+    return matched
+
+
+# ---- 5. temporal grouping per visibility cluster → objects
+
+
+def _group_candidates(ms: _MaskSet, cand: _Candidates, matched: Dict[int, np.ndarray], cfg: KeymaskConfig
+                      ) -> _Grouping:
+    out = _Grouping()
+    for c in cand.clusters:
         refs = {m: matched[m] for m in c.candidates if m in matched}
         if not refs:
             continue
         glabels = group_matches(refs, cfg.match_dbscan_params, all_rows=cfg.match_all_rows)
         groups: Dict[int, List[int]] = {}
         for m, g in glabels.items():
-            infos[m].group = g
+            ms.infos[m].group = g
             if g >= 0:
                 groups.setdefault(g, []).append(m)
         n_grouped = sum(len(v) for v in groups.values())
-        grouped_total += n_grouped
-        cluster_cov[c.label] = n_grouped / len(refs)
-        v2t[c.label] = len(groups)
+        out.grouped += n_grouped
+        out.cluster_coverage[c.label] = n_grouped / len(refs)
+        out.visibility_to_temporal[c.label] = len(groups)
         for g, members in sorted(groups.items()):
-            members = sorted(members)
-            row_sets = [set(matched[r].tolist()) for r in members]
-            support = [sum(1 for rs in row_sets if m in rs) for m in members]
-            kept, dropped = choose_per_frame(members, frames_of[members], support,
-                                             [infos[m].score for m in members])
-            for m in dropped:
-                infos[m].duplicate = True
-            dup_total += len(dropped)
-            one2x_mean = float(np.mean([infos[m].one2x or 0 for m in members]))
-            raw_objects.append(dict(cluster=c.label, group=g, kept=kept, dropped=dropped, members=members,
-                                    ranges=list(c.ranges),
-                                    match_range=(min(cand_range[m][0] for m in members),
-                                                 max(cand_range[m][1] for m in members)),
-                                    one2x_mean=one2x_mean))
+            group = _make_group(ms, c, g, sorted(members), matched, cand.ranges)
+            out.duplicates += len(group.dropped)
+            out.groups.append(group)
+    return out
 
-    # ---- 6. one2x filter, ordering, ids
+
+def _make_group(ms: _MaskSet, c: VisibilityCluster, g: int, members: List[int], matched: Dict[int, np.ndarray],
+                ranges: Dict[int, Range]) -> _Group:
+    """Group ``g`` of cluster ``c``: one keymask per frame kept (the others flagged duplicates)."""
+    row_sets = [set(matched[r].tolist()) for r in members]
+    support = [sum(1 for rs in row_sets if m in rs) for m in members]
+    kept, dropped = choose_per_frame(members, ms.frames_of[members], support, [ms.infos[m].score for m in members])
+    for m in dropped:
+        ms.infos[m].duplicate = True
+    return _Group(cluster=c.label, group=g, kept=kept, dropped=dropped, members=members, ranges=list(c.ranges),
+                  match_range=(min(ranges[m][0] for m in members), max(ranges[m][1] for m in members)),
+                  one2x_mean=float(np.mean([ms.infos[m].one2x or 0 for m in members])))
+
+
+# ---- 6. one2x filter, ordering, ids
+
+
+def _number_objects(ms: _MaskSet, groups: List[_Group], cfg: KeymaskConfig) -> Tuple[List[KeymaskObject], int]:
+    """The objects, ids 1..n by (first keymask frame, cluster, group), and how many the one2x filter dropped."""
     filtered = 0
     if cfg.one2x_filter is not None:
-        keep = [o for o in raw_objects if round(o["one2x_mean"], 2) <= cfg.one2x_filter]
-        filtered = len(raw_objects) - len(keep)
-        raw_objects = keep
-    raw_objects.sort(key=lambda o: (int(frames_of[o["kept"][0]]), o["cluster"], o["group"]))
-    # the input mask (track) ranked first on each frame by stage 1 (ties keep the input order); the
-    # components of a split mask share its track id, so each of them counts as top-scored
+        keep = [o for o in groups if round(o.one2x_mean, 2) <= cfg.one2x_filter]
+        filtered = len(groups) - len(keep)
+        groups = keep
+    frames_of, infos = ms.frames_of, ms.infos
+    groups = sorted(groups, key=lambda o: (int(frames_of[o.kept[0]]), o.cluster, o.group))
+    top_track = _top_tracks(infos)
+    objects: List[KeymaskObject] = []
+    for oid, o in enumerate(groups, start=1):
+        for m in o.kept:
+            infos[m].object_id = oid
+        objects.append(KeymaskObject(
+            id=oid, cluster=o.cluster, group=o.group,
+            frames=[int(frames_of[m]) for m in o.kept], mask_indices=list(o.kept),
+            masks=[ms.rles[m] for m in o.kept], scores=[infos[m].score for m in o.kept],
+            visibility_ranges=o.ranges, match_range=(int(o.match_range[0]), int(o.match_range[1])),
+            members=o.members, duplicates=o.dropped, one2x_mean=o.one2x_mean,
+            saliency=float(np.mean([top_track[int(frames_of[m])] == infos[m].track_id for m in o.kept]))))
+    return objects, filtered
+
+
+def _top_tracks(infos: List[MaskInfo]) -> Dict[int, int]:
+    """Frame → track id of the input mask (track) ranked first on it by stage 1 (ties keep the input order);
+    the components of a split mask share its track id, so each of them counts as top-scored."""
     top_of_frame: Dict[int, int] = {}
     for pos, info in enumerate(infos):
         best = top_of_frame.get(info.frame)
         if best is None or info.score > infos[best].score:
             top_of_frame[info.frame] = pos
-    top_track = {f: infos[p].track_id for f, p in top_of_frame.items()}
-    objects: List[KeymaskObject] = []
-    for oid, o in enumerate(raw_objects, start=1):
-        for m in o["kept"]:
-            infos[m].object_id = oid
-        objects.append(KeymaskObject(
-            id=oid, cluster=o["cluster"], group=o["group"],
-            frames=[int(frames_of[m]) for m in o["kept"]], mask_indices=list(o["kept"]),
-            masks=[rles[m] for m in o["kept"]], scores=[infos[m].score for m in o["kept"]],
-            visibility_ranges=o["ranges"], match_range=(int(o["match_range"][0]), int(o["match_range"][1])),
-            members=o["members"], duplicates=o["dropped"], one2x_mean=o["one2x_mean"],
-            saliency=float(np.mean([top_track[int(frames_of[m])] == infos[m].track_id for m in o["kept"]]))))
+    return {f: infos[p].track_id for f, p in top_of_frame.items()}
 
-    n_cand = len(cand_range)
+
+def _diagnostics(ms: _MaskSet, cand: _Candidates, grouping: _Grouping, objects: List[KeymaskObject],
+                 filtered: int, tracker_calls: int) -> Dict[str, Any]:
+    """The video-level numbers of :attr:`KeymaskResult.diagnostics` (see :func:`discover_keymasks`)."""
+    T = ms.num_frames
+    n_cand = len(cand.ranges)
     covered = set(f for o in objects for f in o.frames)
-    diagnostics = {
-        "num_masks": M,
-        "empty_masks": empty,
-        "clustered": int((labels >= 0).sum()),
-        "noise": int((labels < 0).sum()),
-        "num_clusters": len(clusters),
+    return {
+        "num_masks": len(ms.infos),
+        "empty_masks": ms.empty,
+        "clustered": int((cand.labels >= 0).sum()),
+        "noise": int((cand.labels < 0).sum()),
+        "num_clusters": len(cand.clusters),
         "candidates": n_cand,
-        "grouped": grouped_total,
-        "coverage": grouped_total / n_cand if n_cand else 0.0,
-        "cluster_coverage": cluster_cov,
-        "visibility_to_temporal_factor": v2t,
+        "grouped": grouping.grouped,
+        "coverage": grouping.grouped / n_cand if n_cand else 0.0,
+        "cluster_coverage": grouping.cluster_coverage,
+        "visibility_to_temporal_factor": grouping.visibility_to_temporal,
         "keymasks": sum(o.num_keymasks for o in objects),
-        "duplicates_dropped": dup_total,
+        "duplicates_dropped": grouping.duplicates,
         "objects": len(objects),
         "one2x_filtered": filtered,
         "keymask_frames_covered": len(covered) / T if T else 0.0,
         "tracker_calls": tracker_calls,
     }
-    return KeymaskResult(objects, infos, visible, clusters, diagnostics, H, W, T, fps=masks.fps,
-                         name=masks.name, video_id=masks.video_id, frame_names=masks.frame_names)

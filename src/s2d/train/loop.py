@@ -44,7 +44,7 @@ from torch import nn
 
 from s2d.errors import InputError, S2DError, SettingError
 from s2d.io.atomic import atomic_path, remove_stale_temps
-from s2d.model import VideoMask2Former, VideoSetCriterion
+from s2d.model import ModelConfig, VideoMask2Former, VideoSetCriterion
 from s2d.train.config import TrainConfig, load_train_config
 from s2d.train.data import ClipDataset, load_labelset
 from s2d.train.ddp import DistEnv, all_reduce_mean, any_true, barrier, init_distributed, wrap_ddp
@@ -240,15 +240,88 @@ def train_stage(config: TrainConfig, data: PathLike, videos_root: PathLike, run_
     """
     cfg = config.validate()
     env = env or init_distributed(device)
-    dev = env.device
     sdir = stage_dir(run_dir, stage)
     last, final = sdir / "last.pt", sdir / "model.pt"
-    total = int(max_iter or (cfg.solver.self_distill_iter
-                             if stage.startswith("self-distill") and cfg.solver.self_distill_iter
-                             else cfg.solver.max_iter))
+    total = _stage_length(cfg, stage, max_iter)
     if last.exists() and not resume:
         raise SettingError(f"{last} exists: pass resume to continue that run, or choose a new run folder")
+    st, resumed = _build_stage(cfg, env, stage, data, total, last, final, init=init, resume=resume)
+    if resume and final.exists() and st.step >= total:
+        return st.result(skipped=True)
+    loop = _prepare_loop(st, videos_root, run_dir, resumed)
+    _run_steps(st, loop, stop_at, progress)
+    if st.step < total:
+        return st.result()
+    if env.is_main:
+        cast(VideoMask2Former, st.teacher.model).save_checkpoint(
+            final, extra={"stage": stage, "step": st.step, "train_config": cfg.to_dict()})
+    barrier(env)
+    return st.result()
 
+
+@dataclass
+class _Stage:
+    """A stage being trained: its settings, where it writes, what it trains and how far it is."""
+
+    name: str
+    cfg: TrainConfig
+    mcfg: ModelConfig
+    env: DistEnv
+    data: PathLike
+    total: int
+    last: Path          # RUN_DIR/<stage>/last.pt
+    final: Path         # RUN_DIR/<stage>/model.pt
+    model: VideoMask2Former
+    teacher: EMATeacher
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    step: int = 0
+
+    def result(self, skipped: bool = False) -> StageResult:
+        return StageResult(self.name, self.step, self.last, self.final, self.model, self.teacher.model,
+                           skipped=skipped)
+
+
+@dataclass
+class _Loop:
+    """What the step loop reads besides the stage: the clips, the DDP-wrapped student and the criteria."""
+
+    dataset: ClipDataset
+    student: nn.Module
+    criterion: VideoSetCriterion
+    kd_criterion: VideoSetCriterion
+    metrics_path: Path
+
+
+@dataclass
+class _StepLosses:
+    """The losses of one step (before the update)."""
+
+    loss: torch.Tensor                # total: keymask loss + distill.weight · distillation loss
+    value: float                      # ``loss`` as a float
+    losses: Dict[str, torch.Tensor]   # the keymask criterion's terms ("loss", "loss_mask", "loss_dice", ...)
+    loss_kd: Optional[torch.Tensor]   # the distillation loss (None when distillation is off)
+    n_teacher: int                    # teacher targets in the batch
+
+
+@dataclass
+class _MetricsClock:
+    """Time of the last ``metrics.jsonl`` line and the steps since (for ``sec_per_iter``)."""
+
+    t_last: float
+    steps_since: int = 0
+
+
+def _stage_length(cfg: TrainConfig, stage: str, max_iter: Optional[int]) -> int:
+    return int(max_iter or (cfg.solver.self_distill_iter
+                            if stage.startswith("self-distill") and cfg.solver.self_distill_iter
+                            else cfg.solver.max_iter))
+
+
+def _build_stage(cfg: TrainConfig, env: DistEnv, stage: str, data: PathLike, total: int, last: Path, final: Path,
+                 *, init: Optional[PathLike], resume: bool) -> Tuple[_Stage, bool]:
+    """Seed, build student, teacher, optimizer and scheduler, and restore ``last`` when resuming; also whether
+    a checkpoint was restored."""
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % (2 ** 32))
     random.seed(cfg.seed)
@@ -257,126 +330,161 @@ def train_stage(config: TrainConfig, data: PathLike, videos_root: PathLike, run_
     ckpt = _read_train_checkpoint(last) if (resume and last.exists()) else None
     if ckpt is None and init is not None:
         model.load_checkpoint(init)
-    model.to(dev)
+    model.to(env.device)
     teacher = EMATeacher(model, cfg.distill.ema_momentum, cfg.distill.ema_warmup)
     opt = build_optimizer(model, cfg)
     sched = build_scheduler(opt, cfg, total)
-    step = 0
+    st = _Stage(stage, cfg, mcfg, env, data, total, last, final, model, teacher, opt, sched)
     if ckpt is not None:
-        if ckpt.get("model_config") != mcfg.to_dict():
-            diff = sorted(k for k in set(mcfg.to_dict()) | set(ckpt.get("model_config") or {})
-                          if (ckpt.get("model_config") or {}).get(k) != mcfg.to_dict().get(k))
-            raise InputError(last, f"training checkpoint was made with another model config (differs in: "
-                                   f"{', '.join(diff)}); resume with the same config or use a new run folder")
-        try:
-            model.load_state_dict(ckpt["model"])
-            teacher.load_state_dict(ckpt["teacher"])
-            opt.load_state_dict(ckpt["optimizer"])
-            sched.load_state_dict(ckpt["scheduler"])
-        except (RuntimeError, KeyError, ValueError) as e:
-            raise InputError(last, f"training checkpoint does not match this config: {' '.join(str(e).split())[:300]}"
-                             ) from None
-        step = int(ckpt["step"])
-        changed = _stage_settings_changed(ckpt.get("train_config"), cfg.to_dict()) if step < total else []
-        if changed:
-            raise InputError(last, f"this stage was started with other settings ({', '.join(changed)}); resume "
-                                   f"with the same settings or use a new run folder")
-        _set_rng_state(ckpt["rng"])
-    if resume and final.exists() and step >= total:
-        return StageResult(stage, step, last, final, model, teacher.model, skipped=True)
+        _restore(st, ckpt)
+    return st, ckpt is not None
 
-    dataset = ClipDataset(data, videos_root, cfg.data, seed=cfg.seed + (0 if stage == "distill" else 7919))
-    student = wrap_ddp(model, env, find_unused_parameters=mcfg.loss.class_weight == 0)
+
+def _restore(st: _Stage, ckpt: Dict[str, Any]) -> None:
+    """Load a training checkpoint of this stage (states, step, RNG); refuses another model config or changed
+    settings of an unfinished stage."""
+    last, mcfg = st.last, st.mcfg
+    if ckpt.get("model_config") != mcfg.to_dict():
+        diff = sorted(k for k in set(mcfg.to_dict()) | set(ckpt.get("model_config") or {})
+                      if (ckpt.get("model_config") or {}).get(k) != mcfg.to_dict().get(k))
+        raise InputError(last, f"training checkpoint was made with another model config (differs in: "
+                               f"{', '.join(diff)}); resume with the same config or use a new run folder")
+    try:
+        st.model.load_state_dict(ckpt["model"])
+        st.teacher.load_state_dict(ckpt["teacher"])
+        st.opt.load_state_dict(ckpt["optimizer"])
+        st.sched.load_state_dict(ckpt["scheduler"])
+    except (RuntimeError, KeyError, ValueError) as e:
+        raise InputError(last, f"training checkpoint does not match this config: {' '.join(str(e).split())[:300]}"
+                         ) from None
+    st.step = int(ckpt["step"])
+    changed = _stage_settings_changed(ckpt.get("train_config"), st.cfg.to_dict()) if st.step < st.total else []
+    if changed:
+        raise InputError(last, f"this stage was started with other settings ({', '.join(changed)}); resume "
+                               f"with the same settings or use a new run folder")
+    _set_rng_state(ckpt["rng"])
+
+
+def _prepare_loop(st: _Stage, videos_root: PathLike, run_dir: PathLike, resumed: bool) -> _Loop:
+    """Dataset, DDP-wrapped student and criteria; the stage folder (a killed run's temp files removed) and, on
+    resume, ``metrics.jsonl`` without the lines logged after the checkpoint."""
+    cfg, mcfg = st.cfg, st.mcfg
+    dataset = ClipDataset(st.data, videos_root, cfg.data, seed=cfg.seed + (0 if st.name == "distill" else 7919))
+    student = wrap_ddp(st.model, st.env, find_unused_parameters=mcfg.loss.class_weight == 0)
     criterion = VideoSetCriterion(mcfg.loss)
     kd_criterion = VideoSetCriterion(dataclasses.replace(mcfg.loss, class_weight=cfg.distill.class_weight))
-    bs = cfg.data.batch_size
     metrics_path = Path(run_dir) / "metrics.jsonl"
-    if env.is_main:
+    if st.env.is_main:
+        sdir = st.last.parent
         sdir.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(sdir)  # a killed run's half-written checkpoint
-        if ckpt is not None:
-            _truncate_metrics(metrics_path, stage, step)
+        if resumed:
+            _truncate_metrics(metrics_path, st.name, st.step)
+    return _Loop(dataset, student, criterion, kd_criterion, metrics_path)
 
-    def save(at_step: int) -> None:
-        if env.is_main:
-            payload = {"format": TRAIN_CHECKPOINT_FORMAT, "stage": stage, "step": at_step, "max_iter": total,
-                       "train_config": cfg.to_dict(), "model_config": mcfg.to_dict(),
-                       "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                       "teacher": {k: v.detach().cpu() for k, v in teacher.state_dict().items()},
-                       "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _rng_state(),
-                       "labelset": os.fspath(data)}
-            with atomic_path(last, fsync=True) as tmp:
-                torch.save(payload, tmp)
-        barrier(env)
 
+def _run_steps(st: _Stage, loop: _Loop, stop_at: Optional[int], progress: bool) -> None:
+    """Train until the stage's end (or ``stop_at``): log every ``log_every`` steps, checkpoint every
+    ``checkpoint_every`` steps and at the last step."""
     from tqdm import tqdm
 
-    bar = tqdm(total=total, initial=step, desc=stage, unit="it", disable=not (progress and env.is_main),
+    cfg, env = st.cfg, st.env
+    bar = tqdm(total=st.total, initial=st.step, desc=st.name, unit="it", disable=not (progress and env.is_main),
                dynamic_ncols=True)
-    t_last, steps_since = time.perf_counter(), 0
+    clock = _MetricsClock(time.perf_counter())
     try:
-        end = total if stop_at is None else min(total, int(stop_at))
-        while step < end:
-            first = (step * env.world_size + env.rank) * bs
-            clips, targets = dataset.batch(range(first, first + bs))
-            clips = clips.to(dev, non_blocking=True)
-            gt = [{"masks": t["masks"].to(dev), "labels": t["labels"].to(dev)} for t in targets]
-            student.train()
-            out = student(clips)
-            losses = criterion(out, gt, num_instances=_num_instances(gt, env))
-            loss_gt = losses["loss"]
-            loss = loss_gt
-            n_teacher = 0
-            loss_kd = None
-            if cfg.distill.enabled and cfg.distill.weight > 0:
-                with torch.no_grad():
-                    t_out = teacher.model(clips, aux=False)
-                kd_t = teacher_targets(t_out, clips.shape[-2:], cfg.distill.score_threshold,
-                                       cfg.distill.mask_threshold)
-                n_teacher = sum(int(t["masks"].shape[0]) for t in kd_t)
-                loss_kd = kd_criterion(out, kd_t, num_instances=_num_instances(kd_t, env))["loss"]
-                loss = loss + cfg.distill.weight * loss_kd
-            value = float(loss.detach())
-            if any_true(not math.isfinite(value), dev):
-                where = (f"last good checkpoint: {last} (step {_checkpoint_step(last)})"
-                         if last.exists() else "no checkpoint was written yet")
-                what = "NaN" if math.isnan(value) else ("Inf" if math.isinf(value) else "NaN/Inf on another rank")
-                raise S2DError(f"{stage}: loss is {what} at step {step + 1} (rank {env.rank}); training stopped, "
-                               f"{where}; lower solver.lr or check the labels, then resume")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.solver.grad_clip:
-                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
-                                               cfg.solver.grad_clip)
-            opt.step()
-            sched.step()
-            teacher.update(model, step)
-            step += 1
-            steps_since += 1
+        end = st.total if stop_at is None else min(st.total, int(stop_at))
+        while st.step < end:
+            out = _train_step(st, loop)
+            st.step += 1
+            clock.steps_since += 1
             bar.update(1)
-            if env.is_main and (step % cfg.log_every == 0 or step == total):
-                now = time.perf_counter()
-                rec = {"stage": stage, "step": step, "loss": value, "loss_gt": float(loss_gt.detach()),
-                       "loss_kd": None if loss_kd is None else float(loss_kd.detach()),
-                       "loss_mask": float(losses["loss_mask"].detach()),
-                       "loss_dice": float(losses["loss_dice"].detach()),
-                       "teacher_objects": n_teacher, "lr": max(sched.get_last_lr()),
-                       "sec_per_iter": (now - t_last) / max(1, steps_since), "time": time.time()}
-                with open(metrics_path, "a", encoding="utf-8") as f:
-                    f.write(json.dumps(rec) + "\n")
-                bar.set_postfix(loss=f"{value:.3f}", kd=n_teacher)
-                t_last, steps_since = now, 0
-            if step % cfg.checkpoint_every == 0 or step == end:
-                save(step)
+            if env.is_main and (st.step % cfg.log_every == 0 or st.step == st.total):
+                _log_step(st, loop.metrics_path, out, clock)
+                bar.set_postfix(loss=f"{out.value:.3f}", kd=out.n_teacher)
+            if st.step % cfg.checkpoint_every == 0 or st.step == end:
+                _save_checkpoint(st)
     finally:
         bar.close()
-    if step < total:
-        return StageResult(stage, step, last, final, model, teacher.model)
-    if env.is_main:
-        cast(VideoMask2Former, teacher.model).save_checkpoint(
-            final, extra={"stage": stage, "step": step, "train_config": cfg.to_dict()})
-    barrier(env)
-    return StageResult(stage, step, last, final, model, teacher.model)
+
+
+def _train_step(st: _Stage, loop: _Loop) -> _StepLosses:
+    """One optimisation step on batch ``st.step``: losses, the NaN/Inf stop, update, teacher EMA update."""
+    cfg, env = st.cfg, st.env
+    bs = cfg.data.batch_size
+    first = (st.step * env.world_size + env.rank) * bs
+    clips, targets = loop.dataset.batch(range(first, first + bs))
+    clips = clips.to(env.device, non_blocking=True)
+    gt = [{"masks": t["masks"].to(env.device), "labels": t["labels"].to(env.device)} for t in targets]
+    out = _step_losses(st, loop, clips, gt)
+    _check_finite(st, out.value)
+    st.opt.zero_grad(set_to_none=True)
+    out.loss.backward()
+    if cfg.solver.grad_clip:
+        torch.nn.utils.clip_grad_norm_([p for p in st.model.parameters() if p.requires_grad], cfg.solver.grad_clip)
+    st.opt.step()
+    st.sched.step()
+    st.teacher.update(st.model, st.step)
+    return out
+
+
+def _step_losses(st: _Stage, loop: _Loop, clips: torch.Tensor, gt: List[Dict[str, torch.Tensor]]) -> _StepLosses:
+    """Student forward; keymask loss plus, with distillation on, ``distill.weight`` × the loss against the
+    teacher's targets."""
+    cfg, env = st.cfg, st.env
+    loop.student.train()
+    out = loop.student(clips)
+    losses = loop.criterion(out, gt, num_instances=_num_instances(gt, env))
+    loss = losses["loss"]
+    n_teacher = 0
+    loss_kd = None
+    if cfg.distill.enabled and cfg.distill.weight > 0:
+        with torch.no_grad():
+            t_out = st.teacher.model(clips, aux=False)
+        kd_t = teacher_targets(t_out, clips.shape[-2:], cfg.distill.score_threshold, cfg.distill.mask_threshold)
+        n_teacher = sum(int(t["masks"].shape[0]) for t in kd_t)
+        loss_kd = loop.kd_criterion(out, kd_t, num_instances=_num_instances(kd_t, env))["loss"]
+        loss = loss + cfg.distill.weight * loss_kd
+    return _StepLosses(loss, float(loss.detach()), losses, loss_kd, n_teacher)
+
+
+def _check_finite(st: _Stage, value: float) -> None:
+    """Raise :class:`S2DError` on every rank when the loss is NaN/Inf on any rank (before any update)."""
+    if any_true(not math.isfinite(value), st.env.device):
+        last = st.last
+        where = (f"last good checkpoint: {last} (step {_checkpoint_step(last)})"
+                 if last.exists() else "no checkpoint was written yet")
+        what = "NaN" if math.isnan(value) else ("Inf" if math.isinf(value) else "NaN/Inf on another rank")
+        raise S2DError(f"{st.name}: loss is {what} at step {st.step + 1} (rank {st.env.rank}); training stopped, "
+                       f"{where}; lower solver.lr or check the labels, then resume")
+
+
+def _log_step(st: _Stage, path: Path, out: _StepLosses, clock: _MetricsClock) -> None:
+    """Append the step's line to ``metrics.jsonl`` (main process)."""
+    now = time.perf_counter()
+    rec = {"stage": st.name, "step": st.step, "loss": out.value, "loss_gt": float(out.losses["loss"].detach()),
+           "loss_kd": None if out.loss_kd is None else float(out.loss_kd.detach()),
+           "loss_mask": float(out.losses["loss_mask"].detach()),
+           "loss_dice": float(out.losses["loss_dice"].detach()),
+           "teacher_objects": out.n_teacher, "lr": max(st.sched.get_last_lr()),
+           "sec_per_iter": (now - clock.t_last) / max(1, clock.steps_since), "time": time.time()}
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(rec) + "\n")
+    clock.t_last, clock.steps_since = now, 0
+
+
+def _save_checkpoint(st: _Stage) -> None:
+    """Write ``last.pt`` atomically (main process; see the module docstring), then wait for all ranks."""
+    if st.env.is_main:
+        payload = {"format": TRAIN_CHECKPOINT_FORMAT, "stage": st.name, "step": st.step, "max_iter": st.total,
+                   "train_config": st.cfg.to_dict(), "model_config": st.mcfg.to_dict(),
+                   "model": {k: v.detach().cpu() for k, v in st.model.state_dict().items()},
+                   "teacher": {k: v.detach().cpu() for k, v in st.teacher.state_dict().items()},
+                   "optimizer": st.opt.state_dict(), "scheduler": st.sched.state_dict(), "rng": _rng_state(),
+                   "labelset": os.fspath(st.data)}
+        with atomic_path(st.last, fsync=True) as tmp:
+            torch.save(payload, tmp)
+    barrier(st.env)
 
 
 # --------------------------------------------------------------------------- whole pipeline
