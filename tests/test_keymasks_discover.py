@@ -87,6 +87,18 @@ def test_saliency_is_the_fraction_of_keymasks_ranked_first_on_their_frame(scene)
     assert b.extra()["saliency"] == round(want, 4)
 
 
+def test_score_ratio_is_the_mean_keymask_score_over_the_best_score_of_its_frame(scene):
+    nm, _, res = scene
+    a, b = res.objects
+    assert a.score_ratio == pytest.approx(1.0)  # A is the best mask wherever it is
+    best = {}
+    for mi in res.masks:
+        best[mi.frame] = max(best.get(mi.frame, 0.0), mi.score)
+    want = sum(0.7 / best[f] for f in b.frames) / len(b.frames)
+    assert 0.7 / 0.8 <= want < 1 and b.score_ratio == pytest.approx(want)
+    assert b.extra()["score_ratio"] == round(want, 4)
+
+
 def test_to_video_round_trips_through_ytvis_results(scene):
     _, _, res = scene
     video = res.to_video()
@@ -95,7 +107,8 @@ def test_to_video_round_trips_through_ytvis_results(scene):
     assert [t for t, m in enumerate(tr.masks) if m is None] == [5, 15, 16, 17, 18, 19, 25, 28]
     assert tr.score == pytest.approx(0.7)
     assert tr.extra == {"one2x": 0.0, "visibility_ranges": [[0, T - 1]], "num_keymasks": 28,
-                        "visibility_cluster": 0, "group": 1, "saliency": res.objects[1].extra()["saliency"]}
+                        "visibility_cluster": 0, "group": 1, "saliency": res.objects[1].extra()["saliency"],
+                        "score_ratio": res.objects[1].extra()["score_ratio"]}
     records = to_ytvis_results(video, video_ids=[7])
     assert records[1]["segmentations"][15] is None and records[1]["one2x"] == 0.0
     back = from_ytvis(records)[0]

@@ -533,6 +533,29 @@ def test_load_labelset_leaves_out_low_saliency_objects(tmp_path, saliencies, min
     assert [a["id"] - 1 for a in video.annotations] == kept and len(video.objects) == len(kept)
 
 
+@pytest.mark.parametrize("ratios, min_ratio, kept", [
+    ([0.2, 0.85, 0.88], 0.5, [1, 2]),  # two objects of similar rank both pass (saliency would split them)
+    ([0.5, 0.49, 1.0], 0.5, [0, 2]),   # the threshold itself passes
+    ([0.2, None, 1.0], 0.0, [0, 1, 2]),  # 0 keeps all, with or without the field
+])
+def test_load_labelset_score_ratio_gate(tmp_path, ratios, min_ratio, kept):
+    segs = [{"size": [4, 4], "counts": "04<0"}, None]
+    anns = [{"id": k + 1, "video_id": 1, "category_id": 1, "segmentations": segs,
+             **({} if r is None else {"score_ratio": r})} for k, r in enumerate(ratios)]
+    p = tmp_path / "pl.json"
+    p.write_text(json.dumps({"videos": [{"id": 1, "length": 2, "height": 4, "width": 4, "source": "v",
+                                          "file_names": ["v/0.png", "v/1.png"]}], "annotations": anns}))
+    video = load_labelset(p, min_score_ratio=min_ratio).videos[0]
+    assert [a["id"] - 1 for a in video.annotations] == kept
+    anns[0].pop("score_ratio", None)
+    p.write_text(json.dumps({"videos": [{"id": 1, "length": 2, "height": 4, "width": 4, "source": "v",
+                                          "file_names": ["v/0.png", "v/1.png"]}], "annotations": anns}))
+    with pytest.raises(InputError, match="no 'score_ratio'"):
+        load_labelset(p, min_score_ratio=0.5)
+    with pytest.raises(SettingError, match="data.min_score_ratio"):
+        load_train_config("tiny", ["data.min_score_ratio=2"])
+
+
 def test_dense_labels_are_what_segment_predicts_with_the_same_settings():
     """Dense labelling is "predict, then merge keymasks": its predictions are s2d segment's (the one streaming
     predictor) with DenseConfig.segment_config(), frame for frame, overlaps resolved."""

@@ -71,6 +71,9 @@ class DataConfig:
             least this; 0 keeps all (the reference). Background regions are temporally coherent too and become
             keymask objects; stage 1 rarely ranks them first on a frame (see ``s2d.keymasks.discover``).
         min_keymasks: train only on pseudo-label objects labelled on at least this many frames; 0 keeps all.
+        min_score_ratio: train only on pseudo-label objects whose ``score_ratio`` (from ``s2d discover``: mean
+            stage-1 score of its keymasks relative to the best mask of their frames) is at least this; 0 keeps
+            all. Several objects of one frame can all pass it, where ``min_saliency`` keeps only the first.
         copy_paste: probability that a clip gets the objects of other real clips pasted onto it (video
             copy-paste, :func:`s2d.train.data.paste_objects`), so that clips hold several separate instances;
             0 disables.
@@ -90,6 +93,7 @@ class DataConfig:
     contrast: float = 0.2
     min_saliency: float = 0.5
     min_keymasks: int = 0
+    min_score_ratio: float = 0.0
     copy_paste: float = 0.0
     paste_max: int = 2
     paste_scale: Tuple[float, float] = (0.4, 1.0)
@@ -193,6 +197,8 @@ class TrainConfig:
             raise SettingError("need 0 < data.min_scale ≤ data.max_scale")
         if not isinstance(self.data.min_keymasks, int) or self.data.min_keymasks < 0:
             raise SettingError(f"data.min_keymasks must be an integer ≥ 0, got {self.data.min_keymasks!r}")
+        if not 0.0 <= self.data.min_score_ratio <= 1.0:
+            raise SettingError(f"data.min_score_ratio must be in [0, 1], got {self.data.min_score_ratio}")
         if not 0.0 <= self.data.copy_paste <= 1.0:
             raise SettingError(f"data.copy_paste must be a probability in [0, 1], got {self.data.copy_paste}")
         if not isinstance(self.data.paste_max, int) or self.data.paste_max < 1:

@@ -62,13 +62,18 @@ class Labelset:
     data: Dict[str, Any]
 
 
-def load_labelset(path: PathLike, min_saliency: float = 0.0, min_keymasks: int = 0) -> Labelset:
+def load_labelset(path: PathLike, min_saliency: float = 0.0, min_keymasks: int = 0,
+                  min_score_ratio: float = 0.0) -> Labelset:
     """Read a labelset JSON; raises :class:`InputError` naming the file on any structural problem.
 
     ``min_saliency``: leave out objects whose ``saliency`` (written by ``s2d discover``: the fraction of their
     keymasks that stage 1 ranked first on their frame) is below this; objects without the field are kept.
     ``min_keymasks``: leave out objects labelled on fewer frames than this (short-lived objects are mostly
-    moving parts and flicker). Left-out objects are simply unlabelled, so the model learns not to report them
+    moving parts and flicker).
+    ``min_score_ratio``: leave out objects whose ``score_ratio`` (written by ``s2d discover``: the mean over
+    their keymasks of the keymask's stage-1 score over the best stage-1 score of its frame) is below this;
+    unlike saliency it does not split between several objects of similar rank (two cars). A labelset without
+    the field is an error when this gate is on. Left-out objects are simply unlabelled, so the model learns not to report them
     (no-object).
     """
     p = Path(path)
@@ -109,6 +114,13 @@ def load_labelset(path: PathLike, min_saliency: float = 0.0, min_keymasks: int =
             continue
         if min_keymasks > 0 and sum(1 for m in segs if m) < min_keymasks:
             continue
+        if min_score_ratio > 0:
+            ratio = a.get("score_ratio")
+            if not isinstance(ratio, (int, float)):
+                raise InputError(p, f"annotation #{j}: no 'score_ratio' for data.min_score_ratio (written by "
+                                    f"s2d discover since this version; rerun discovery or set it to 0)")
+            if ratio < min_score_ratio:
+                continue
         vid.objects.append([s if s else None for s in segs])
         vid.annotations.append(a)
     return Labelset(p, list(videos.values()), data)
@@ -209,7 +221,7 @@ class ClipDataset:
                  seed: int = 0) -> None:
         self.labelset = (labelset if isinstance(labelset, Labelset)
                          else load_labelset(labelset, min_saliency=cfg.min_saliency,
-                                            min_keymasks=cfg.min_keymasks))
+                                            min_keymasks=cfg.min_keymasks, min_score_ratio=cfg.min_score_ratio))
         self.root = Path(videos_root)
         self.cfg = cfg
         self.seed = int(seed)

@@ -63,11 +63,13 @@ def predict_video_dense(model: Any, frames: Iterable[np.ndarray], length: int, c
 
 def build_dense_labelset(model: Any, data: Union[Labelset, PathLike], videos_root: PathLike, out_path: PathLike,
                          cfg: Optional[DenseConfig] = None, *, refine_fn: Optional[RefineFn] = None,
-                         progress: bool = True, min_saliency: float = 0.0, min_keymasks: int = 0) -> Path:
+                         progress: bool = True, min_saliency: float = 0.0, min_keymasks: int = 0,
+                         min_score_ratio: float = 0.0) -> Path:
     """Predict every video of ``data`` with ``model`` (the teacher) and write the dense labelset JSON."""
     cfg = cfg or DenseConfig()
     labelset = data if isinstance(data, Labelset) else load_labelset(data, min_saliency=min_saliency,
-                                                                             min_keymasks=min_keymasks)
+                                                                             min_keymasks=min_keymasks,
+                                                                             min_score_ratio=min_score_ratio)
     from tqdm import tqdm
 
     videos: List[Dict[str, Any]] = []

@@ -557,7 +557,8 @@ def train(config: Union[TrainConfig, str, PathLike, None], data: PathLike, video
 
                 teacher = VideoMask2Former.from_checkpoint(teacher_ckpt, device=env.device)
                 build_dense_labelset(teacher, data, videos_root, dense, cfg.dense, progress=progress,
-                                     min_saliency=cfg.data.min_saliency, min_keymasks=cfg.data.min_keymasks)
+                                     min_saliency=cfg.data.min_saliency, min_keymasks=cfg.data.min_keymasks,
+                                     min_score_ratio=cfg.data.min_score_ratio)
             barrier(env)
             sd_init = teacher_ckpt if cfg.self_distill_init == "teacher" else cfg.init
             results[stage] = train_stage(cfg, dense, videos_root, run, stage, resume=resume, init=sd_init,
