@@ -502,3 +502,20 @@ def test_writer_rejects_bad_settings(tmp_path, kwargs):
     with pytest.raises(ValueError):
         VideoWriter(args["path"], args["fps"], args["width"], args["height"])
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("gop, start, end", [(12, 40, 44), (12, 16, 17), (12, 47, None), (5, 23, 30), (100, 60, 62)])
+def test_seeking_to_a_start_frame_gives_the_sequential_frames(tmp_path, gop, start, end):
+    """open_video(start=N) seeks to the keyframe before N; the frames and their indices equal those of decoding
+    every frame from the first (the reference: start=0, then skipping)."""
+    from tests.helpers import make_video
+
+    rng = np.random.default_rng(gop)
+    frames = [np.clip(rng.normal(100 + 2 * t, 40, (32, 48, 3)), 0, 255).astype(np.uint8) for t in range(80)]
+    path = make_video(tmp_path / "v.mp4", frames, fps=25, options={"g": str(gop), "bf": "2"})
+    with open_video(path) as v:
+        ref = {f.index: f.rgb for f in v if f.index >= start and (end is None or f.index < end)}
+    with open_video(path, start=start, end=end) as v:
+        got = {f.index: f.rgb for f in v}
+    assert sorted(got) == sorted(ref) and got
+    assert all(np.array_equal(got[i], ref[i]) for i in ref)

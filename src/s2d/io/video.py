@@ -116,6 +116,11 @@ class Frame:
 # --------------------------------------------------------------------------- helpers
 
 
+#: ``open_video(start=N)`` seeks to the keyframe before frame N from this N on (below it, decoding from the
+#: first frame is as quick)
+SEEK_MIN_FRAMES = 16
+
+
 def natural_key(text: str) -> Tuple[Any, ...]:
     """Sort key putting ``"2"`` before ``"10"``: digit runs compare as numbers, the rest case-folded.
 
@@ -262,8 +267,11 @@ class VideoStream:
 
     Use as a context manager (closes the decoder) or just iterate. Each ``iter()`` reads from the
     start again (a video is reopened; the first iteration reuses the container opened for probing).
-    Frames are decoded sequentially; frames before ``start`` and between strides are decoded but not
-    converted to RGB, and decoding stops right after the last requested frame.
+    Frames are decoded sequentially; with ``start`` ≥ :data:`SEEK_MIN_FRAMES` a video file is first sought to
+    the keyframe before ``start`` (constant-frame-rate streams; others decode from frame 0), so reading a
+    clip from the middle of a long video costs one GOP, not the whole prefix. Frames before ``start`` and
+    between strides are decoded but not converted to RGB, and decoding stops right after the last requested
+    frame.
     """
 
     def __init__(
@@ -409,6 +417,10 @@ class VideoStream:
         if self.info.num_frames == 0:  # start past the known end: nothing to decode
             container.close()
             return
+        jump = self._seek(container, stream, first)
+        if jump is not None:  # decoding resumes at the keyframe before `start`
+            index, pending, decoder = jump
+            index -= 1
         try:
             while self.end is None or index + 1 < self.end:
                 if pending is not None:
@@ -432,6 +444,36 @@ class VideoStream:
                 del frame  # release the decoder buffer before decoding the next frame
         finally:
             container.close()
+
+    def _seek(self, container: Any, stream: Any, first: Any) -> Optional[Tuple[int, Any, Any]]:
+        """Jump to the keyframe at or before frame ``start`` instead of decoding every frame before it.
+
+        Returns ``(index of the next frame, that frame, decoder)``, or ``None`` (decode from frame 0) when
+        ``start`` is near the beginning or the stream's timestamps do not map onto frame indices (a frame's
+        index is ``(pts - pts of frame 0) × fps``, which holds for constant-frame-rate streams: checked on
+        the frame the seek lands on, and the container is rewound when it does not hold).
+        """
+        fps, tb = self._fps, stream.time_base
+        if self.start < SEEK_MIN_FRAMES or not fps or not tb or first.pts is None:
+            return None
+        origin = float(first.pts * tb)
+        target = int((origin + (self.start - 0.5) / fps) / tb)  # half a frame early: rounding-safe
+        try:
+            container.seek(target, stream=stream, backward=True, any_frame=False)
+            decoder = container.decode(stream)
+            frame = next(decoder)
+        except (av.FFmpegError, OSError, ValueError, EOFError, StopIteration):
+            frame = None
+        if frame is not None and frame.pts is not None:
+            pos = (float(frame.pts * tb) - origin) * fps
+            if abs(pos - round(pos)) < 0.2 and 0 <= round(pos) <= self.start:
+                return int(round(pos)), frame, decoder
+        container.seek(0, stream=stream, backward=True, any_frame=False)  # not a mappable stream: from the start
+        decoder = container.decode(stream)
+        frame = next(decoder, None)
+        if frame is None or frame.pts != first.pts:
+            raise InputError(self.source, "cannot rewind the video after a failed seek")
+        return 0, frame, decoder
 
     def _check_complete(self, path: Path, last_index: int, last_time: Optional[float], start_s: float) -> None:
         """At end of stream, tell a truncated file from a complete one.
