@@ -217,7 +217,7 @@ def test_training_reduces_loss_and_writes_metrics(dataset: Path, tmp_path: Path)
     from s2d.model import VideoMask2Former, VideoSetCriterion
 
     cfg = tiny_config(max_iter=12, lr=2e-3, steps=(1.0,))
-    cfg.data.flip, cfg.data.max_scale = False, 1.0
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, flip=False, max_scale=1.0))
     run = tmp_path / "run"
     res = train(cfg, dataset, dataset.parent / "videos", run, stages=["distill"], progress=False)["distill"]
     lines = [json.loads(s) for s in (run / "metrics.jsonl").read_text().splitlines()]
@@ -241,9 +241,8 @@ def test_training_reduces_loss_and_writes_metrics(dataset: Path, tmp_path: Path)
 
 
 def test_resume_continues_identically(dataset: Path, tmp_path: Path):
-    cfg = tiny_config(max_iter=4)
-    cfg.checkpoint_every = 100
-    cfg.model_overrides = ["loss.num_points=64"]  # random importance sampling: the torch RNG must be restored
+    # random importance sampling (loss.num_points): the torch RNG must be restored
+    cfg = dataclasses.replace(tiny_config(max_iter=4), checkpoint_every=100, model_overrides=["loss.num_points=64"])
     videos = dataset.parent / "videos"
     straight = train_stage(cfg, dataset, videos, tmp_path / "r1", progress=False)
     part = train_stage(cfg, dataset, videos, tmp_path / "r2", progress=False, stop_at=2)
@@ -267,8 +266,7 @@ def test_resume_continues_identically(dataset: Path, tmp_path: Path):
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(dataset: Path, tmp_path: Path, monkeypatch):
     from s2d.model import VideoSetCriterion
 
-    cfg = tiny_config(max_iter=6)
-    cfg.checkpoint_every = 2
+    cfg = dataclasses.replace(tiny_config(max_iter=6), checkpoint_every=2)
     real = VideoSetCriterion.forward
     calls = {"n": 0}
 
@@ -296,8 +294,8 @@ def test_dense_labelset_format_and_self_distill(dataset: Path, tmp_path: Path):
     from s2d import rle as rle_utils
 
     cfg = tiny_config(max_iter=2, self_distill_iter=2)
-    cfg.dense.score_threshold = 0.0   # an untrained teacher: keep its predictions to exercise linking
-    cfg.dense.min_area = 1
+    # an untrained teacher: keep its predictions to exercise linking
+    cfg = dataclasses.replace(cfg, dense=dataclasses.replace(cfg.dense, score_threshold=0.0, min_area=1))
     run = tmp_path / "run"
     res = train(cfg, dataset, dataset.parent / "videos", run, progress=False)
     assert set(res) == {"distill", "self-distill"} and res["self-distill"].step == 2
@@ -329,7 +327,6 @@ def test_dense_labelset_format_and_self_distill(dataset: Path, tmp_path: Path):
                          dataset.parent / "videos", tmp_path / "d2.json", cfg.dense,
                          refine_fn=lambda rgb, m: seen.append(rgb.shape) or m, progress=False)
     assert seen and seen[0] == (48, 64, 3)
-    import dataclasses
 
     crf = build_dense_labelset(VideoMask2Former.from_checkpoint(run / "distill" / "model.pt"), dataset,
                                dataset.parent / "videos", tmp_path / "d3.json",

@@ -64,10 +64,10 @@ def write_dataset(root: Path, *, with_video_file: bool = True) -> Path:
 def tiny_config(**solver):
     from s2d.train import train_preset
 
+    import dataclasses
+
     cfg = train_preset("tiny")
-    for k, v in solver.items():
-        setattr(cfg.solver, k, v)
-    return cfg
+    return dataclasses.replace(cfg, solver=dataclasses.replace(cfg.solver, **solver))
 
 
 def ddp_worker(rank: int, world: int, port: int, data: str, videos: str, run: str, out: str) -> None:
@@ -84,8 +84,9 @@ def ddp_worker(rank: int, world: int, port: int, data: str, videos: str, run: st
     # as under torchrun: train() initialises the group from the environment; it lives until exit, so a
     # second train() call in the same process reuses it
     try:
-        cfg = tiny_config(max_iter=3)
-        cfg.checkpoint_every = 3
+        import dataclasses
+
+        cfg = dataclasses.replace(tiny_config(max_iter=3), checkpoint_every=3)
         res = train(cfg, data, videos, run, stages=["distill"], device="cpu", progress=False)
         torch.save({k: v.detach().clone() for k, v in res["distill"].student.state_dict().items()},
                    os.path.join(out, f"rank{rank}.pt"))

@@ -29,7 +29,7 @@ PIXEL_DECODERS = ("msdeform", "fpn")
 NUM_MASKS_NORMS = ("instances", "pairs")
 
 
-@dataclass
+@dataclass(frozen=True)
 class LossConfig:
     """Matching costs and loss weights (Mask2Former ``SetCriterion`` + Hungarian matcher, S2D Temporal DropLoss).
 
@@ -68,6 +68,9 @@ class LossConfig:
     deep_supervision: bool = True
     aux_class_loss: bool = True
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> "LossConfig":
         for name in ("class_weight", "mask_weight", "dice_weight", "no_object_weight"):
             if getattr(self, name) < 0:
@@ -83,7 +86,7 @@ class LossConfig:
         return self
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
     """Architecture of :class:`s2d.model.VideoMask2Former`.
 
@@ -164,6 +167,9 @@ class ModelConfig:
             raise SettingError(f"size_divisibility must be a multiple of 32, got {self.size_divisibility}")
         self.loss.validate()
         return self
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)

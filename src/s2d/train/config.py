@@ -33,7 +33,7 @@ __all__ = ["SolverConfig", "DataConfig", "DistillConfig", "DenseConfig", "TrainC
 STAGES = ("distill", "self-distill")
 
 
-@dataclass
+@dataclass(frozen=True)
 class SolverConfig:
     """AdamW + warm-up + step decay (detectron2 ``WarmupMultiStepLR``), full-model L2 gradient clipping.
 
@@ -55,7 +55,7 @@ class SolverConfig:
     grad_clip: Optional[float] = 0.01
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
     """Clip sampling and per-clip augmentation (identical on all frames of a clip).
 
@@ -99,7 +99,7 @@ class DataConfig:
     paste_scale: Tuple[float, float] = (0.4, 1.0)
 
 
-@dataclass
+@dataclass(frozen=True)
 class DistillConfig:
     """EMA teacher and its distillation targets (PAPER.md §3)."""
 
@@ -113,7 +113,7 @@ class DistillConfig:
     # an early teacher with no confident query would push every student query to "no object"
 
 
-@dataclass
+@dataclass(frozen=True)
 class DenseConfig:
     """Dense labelset from the distilled teacher (sliding windows linked by mask IoU)."""
 
@@ -158,7 +158,7 @@ class DenseConfig:
             tta_flip=self.tta_flip, tta_scales=tuple(self.tta_scales))
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything ``train()`` needs besides the data paths."""
 
@@ -180,6 +180,9 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     dense: DenseConfig = field(default_factory=DenseConfig)
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def model_config(self) -> ModelConfig:
         return apply_overrides(model_preset(self.model), self.model_overrides)
