@@ -173,6 +173,7 @@ def write_stage1(masks_json: Path, out: Path, top: Optional[int], link_iou: floa
 
     from s2d import rle as R
     from s2d.io.formats.ytvis import read_ytvis
+    from s2d.io import formats
     from s2d.types import Track, VideoSegmentation
 
     v = read_ytvis(masks_json)[0]
@@ -206,7 +207,7 @@ def write_stage1(masks_json: Path, out: Path, top: Optional[int], link_iou: floa
     keep = sorted(tracks, key=lambda k: -sum(scores[k]))[:255]
     vs = VideoSegmentation(v.height, v.width, T, [Track(k, tracks[k], float(np.mean(scores[k]))) for k in keep],
                            frame_names=[f"{t:05d}" for t in range(T)])
-    vs.to_davis(out)
+    formats.write_davis(out, vs)
 
 
 # --------------------------------------------------------------------------- models

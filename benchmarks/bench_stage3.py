@@ -53,6 +53,7 @@ def _sequences(data: str) -> List[str]:
 def write_pseudo(pseudo: str, out: Path, seqs: List[str], min_saliency: float = 0.0) -> None:
     """Write the keymask pseudo-labels of every sequence as DAVIS PNGs (frames without keymask: empty);
     with ``min_saliency`` only the objects training keeps (``data.min_saliency``)."""
+    from s2d.io import formats
     from s2d.io.formats.ytvis import read_ytvis
 
     by_name = {Path(v.name or "").name: v for v in read_ytvis(pseudo)}
@@ -66,7 +67,7 @@ def write_pseudo(pseudo: str, out: Path, seqs: List[str], min_saliency: float = 
         v = by_name[s]
         frames = sorted(p.stem for p in (Path(DATA) / "JPEGImages" / "480p" / s).glob("*.jpg"))
         v.frame_names = frames
-        v.to_davis(out / s)
+        formats.write_davis(out / s, v)
 
 
 def write_single_frame(masks_dir: str, out: Path, seqs: List[str], top: Optional[int], link_iou: float = 0.3) -> None:

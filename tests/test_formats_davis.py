@@ -85,7 +85,7 @@ def test_written_pngs_are_indexed_with_our_palette(tmp_path):
 
 def test_round_trip_without_overlap(tmp_path):
     video = make_video()
-    video.to_davis(tmp_path / "toy")  # the VideoSegmentation delegate
+    write_davis(tmp_path / "toy", video)
     back = read_davis(tmp_path / "toy")
     assert back.name == "toy" and back.frame_names == video.frame_names
     assert (back.height, back.width, back.num_frames) == (H, W, T)
@@ -97,7 +97,7 @@ def test_round_trip_without_overlap(tmp_path):
             assert (ma is None) == (mb is None)
             if ma is not None:
                 assert np.array_equal(ma, mb)
-    assert VideoSegmentation.from_davis(tmp_path / "toy", name="other").name == "other"
+    assert read_davis(tmp_path / "toy", name="other").name == "other"
 
 
 def test_overlap_higher_score_wins(tmp_path):

@@ -67,7 +67,7 @@ def test_exact_line_format_hand_checked(tmp_path):
 @pytest.mark.parametrize("opts", [{}, {"frame_offset": 1}, {"mots_ids": True}])
 def test_round_trip(tmp_path, opts):
     video = make_video()
-    path = video.to_mots(tmp_path / "toy.txt", **opts)  # the VideoSegmentation delegate
+    path = write_mots(tmp_path / "toy.txt", video, **opts)
     back = read_mots(path, num_frames=T, **opts)
     assert back.name == "toy" and (back.height, back.width, back.num_frames) == (H, W, T)
     assert back.ids == video.ids
@@ -87,7 +87,7 @@ def test_lines_are_sorted_and_frame_count_inferred(tmp_path):
     keys = [tuple(int(v) for v in line.split()[:2]) for line in path.read_text().splitlines()]
     assert keys == sorted(keys) and len(keys) == 8
     assert read_mots(path).num_frames == T  # the last frame with an object + 1 ...
-    assert VideoSegmentation.from_mots(path, num_frames=T + 1).num_frames == T + 1  # ... unless told
+    assert read_mots(path, num_frames=T + 1).num_frames == T + 1  # ... unless told
 
 
 def test_overlaps_resolved_by_score(tmp_path):

@@ -142,8 +142,8 @@ def test_to_results_video_ids():
     with pytest.raises(ValidationError, match="duplicate video ids"):
         to_ytvis_results(videos, video_ids=[3, 3])
     # the VideoSegmentation delegates
-    assert videos[1].to_ytvis_results(video_id=99)[0]["video_id"] == 99
-    assert VideoSegmentation.from_ytvis(videos[1].to_ytvis_results())[0].ids == [1]
+    assert to_ytvis_results(videos[1], video_ids=[99])[0]["video_id"] == 99
+    assert from_ytvis(to_ytvis_results(videos[1]))[0].ids == [1]
 
 
 # ------------------------------------------------------------------------ dataset

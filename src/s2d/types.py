@@ -12,8 +12,9 @@ turns into frames with :meth:`VideoSegmentation.iter_frames` and is built from f
 :meth:`VideoSegmentation.from_frames`. Both validate on construction and raise
 :class:`s2d.errors.ValidationError` with a message naming the problem.
 
-Format adapters (``from_ytvis``/``to_ytvis_results``, ``to_davis``/``from_davis``, ``to_mots``/``from_mots``) live in
-:mod:`s2d.io.formats`; the methods here delegate to them so callers can stay with one object.
+Reading and writing files is :mod:`s2d.io.formats`'s job (``read_ytvis``/``write_ytvis_results``,
+``read_davis``/``write_davis``, ``read_mots``/``write_mots``, also importable from ``s2d``): one way per format,
+and this module imports nothing from ``s2d.io``, so the formats can build on these types without an import cycle.
 """
 
 from __future__ import annotations
@@ -317,38 +318,3 @@ class VideoSegmentation:
         """Same video metadata, other tracks (validated)."""
         return VideoSegmentation(self.height, self.width, self.num_frames, list(tracks), self.fps,
                                  self.name, self.video_id, self.frame_names)
-
-    # ------------------------------------------------------- format adapters
-    # Thin delegates so callers can stay with the one object (supervision-style).
-    @classmethod
-    def from_ytvis(cls, data: Any, **kwargs: Any) -> List["VideoSegmentation"]:
-        """Videos of a YouTube-VIS dataset dict or results list; see :func:`s2d.io.formats.ytvis.from_ytvis`."""
-        from s2d.io.formats import ytvis
-        return ytvis.from_ytvis(data, **kwargs)
-
-    def to_ytvis_results(self, video_id: Optional[int] = None) -> List[dict]:
-        """YouTube-VIS results records of this video (``segmentations`` with ``None`` where absent)."""
-        from s2d.io.formats import ytvis
-        return ytvis.to_ytvis_results([self], video_ids=None if video_id is None else [video_id])
-
-    def to_davis(self, directory: Any) -> List[Any]:
-        """Write one DAVIS palette PNG per frame into ``directory``; see :func:`s2d.io.formats.davis.write_davis`."""
-        from s2d.io.formats import davis
-        return davis.write_davis(directory, self)
-
-    def to_mots(self, path: Any, **kwargs: Any) -> Any:
-        """Write a MOTS txt file; see :func:`s2d.io.formats.mots.write_mots` for the options."""
-        from s2d.io.formats import mots
-        return mots.write_mots(path, self, **kwargs)
-
-    @classmethod
-    def from_davis(cls, directory: Any, **kwargs: Any) -> "VideoSegmentation":
-        """Read a folder of DAVIS PNGs; see :func:`s2d.io.formats.davis.read_davis`."""
-        from s2d.io.formats import davis
-        return davis.read_davis(directory, **kwargs)
-
-    @classmethod
-    def from_mots(cls, path: Any, **kwargs: Any) -> "VideoSegmentation":
-        """Read a MOTS txt file; see :func:`s2d.io.formats.mots.read_mots`."""
-        from s2d.io.formats import mots
-        return mots.read_mots(path, **kwargs)
