@@ -263,6 +263,19 @@ def test_resume_continues_identically(dataset: Path, tmp_path: Path):
     assert again.skipped
 
 
+def test_resume_accepts_a_checkpoint_written_before_a_model_setting_existed(dataset: Path, tmp_path: Path):
+    """A model-config field added since a checkpoint was written takes its default (the old behaviour) on
+    resume, instead of refusing the run."""
+    cfg = dataclasses.replace(tiny_config(max_iter=3), checkpoint_every=100)
+    videos = dataset.parent / "videos"
+    train_stage(cfg, dataset, videos, tmp_path / "r", progress=False, stop_at=1)
+    last = tmp_path / "r" / "distill" / "last.pt"
+    ckpt = torch.load(last, weights_only=False)
+    del ckpt["model_config"]["self_attn_key_pos"]  # as written before that setting existed
+    torch.save(ckpt, last)
+    assert train_stage(cfg, dataset, videos, tmp_path / "r", progress=False, resume=True).step == 3
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(dataset: Path, tmp_path: Path, monkeypatch):
     from s2d.model import VideoSetCriterion
 

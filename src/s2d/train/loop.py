@@ -340,13 +340,24 @@ def _build_stage(cfg: TrainConfig, env: DistEnv, stage: str, data: PathLike, tot
     return st, ckpt is not None
 
 
+def _stored_model_config(stored: Any) -> Dict[str, Any]:
+    """A checkpoint's model config as a full dict: fields added since it was written get their defaults (which
+    reproduce the old behaviour), so an older run resumes; an unreadable one compares as given."""
+    if not isinstance(stored, dict):
+        return {}
+    try:
+        return ModelConfig.from_dict(stored).to_dict()
+    except S2DError:
+        return dict(stored)
+
+
 def _restore(st: _Stage, ckpt: Dict[str, Any]) -> None:
     """Load a training checkpoint of this stage (states, step, RNG); refuses another model config or changed
     settings of an unfinished stage."""
     last, mcfg = st.last, st.mcfg
-    if ckpt.get("model_config") != mcfg.to_dict():
-        diff = sorted(k for k in set(mcfg.to_dict()) | set(ckpt.get("model_config") or {})
-                      if (ckpt.get("model_config") or {}).get(k) != mcfg.to_dict().get(k))
+    stored = _stored_model_config(ckpt.get("model_config"))
+    if stored != mcfg.to_dict():
+        diff = sorted(k for k in set(mcfg.to_dict()) | set(stored) if stored.get(k) != mcfg.to_dict().get(k))
         raise InputError(last, f"training checkpoint was made with another model config (differs in: "
                                f"{', '.join(diff)}); resume with the same config or use a new run folder")
     try:
