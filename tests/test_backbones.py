@@ -359,6 +359,7 @@ def test_lite0_loads_every_parameter_and_buffer(lite0):
     assert lite0.model.bn1.eps == 1e-3 and lite0.mean == (0.5, 0.5, 0.5)
 
 
+@pytest.mark.slow  # over ~20 s: the second CI step (pytest -m slow)
 def test_lite0_shapes_strides_and_determinism(lite0):
     frame = np.random.default_rng(3).integers(0, 256, (64, 96, 3), dtype=np.uint8)
     f8 = lite0.patch_features(frame)
@@ -382,6 +383,7 @@ def _center_crop_224(bb, img):
     return x[..., o:o + 224]
 
 
+@pytest.mark.slow  # over ~20 s: the second CI step (pytest -m slow)
 def test_lite0_imagenet_classifier_is_sensible(lite0):
     from sklearn.datasets import load_sample_image
 
@@ -395,6 +397,7 @@ def test_lite0_imagenet_classifier_is_sensible(lite0):
         torch.testing.assert_close(logits, again)
 
 
+@pytest.mark.slow  # over ~20 s: the second CI step (pytest -m slow)
 def test_lite0_input_normalisation_matches_its_batchnorm_statistics(lite0):
     """The TF-Lite weights expect inputs in [-1, 1] (mean = std = 0.5): then the early BatchNorms see
     activations with about their training variance on natural images; ImageNet mean/std inflates it."""
@@ -448,6 +451,7 @@ def test_official_key_list_matches_reference_module(dino_s16, dinov2_s14):
     assert list(dinov2_s14[0].state_dict()) == _official_keys(dinov2=True)
 
 
+@pytest.mark.slow  # over ~20 s: the second CI step (pytest -m slow)
 def test_dino_vits16_loads_official_layout_and_matches_official_forward(dino_s16):
     ref, path = dino_s16
     bb = build_backbone(f"dino_vits16:{path}")
@@ -468,6 +472,7 @@ def test_dino_vits16_loads_official_layout_and_matches_official_forward(dino_s16
         "res2": (1, 384, 18, 25), "res3": (1, 384, 9, 13), "res4": (1, 384, 5, 7), "res5": (1, 384, 3, 4)}
 
 
+@pytest.mark.slow  # over ~20 s: the second CI step (pytest -m slow)
 def test_dino_full_checkpoint_wrappers(dino_s16, tmp_path):
     ref, _ = dino_s16
     sd = ref.state_dict()

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
@@ -34,6 +35,7 @@ def test_default_model_is_packaged() -> None:
     assert Path(path).stat().st_size < 30 * 2**20  # SPEC §9: shipped weights ≤ 30 MB
 
 
+@pytest.mark.slow  # over ~20 s: the second CI step (pytest -m slow)
 def test_readme_quickstart_runs_as_written(tmp_path: Path) -> None:
     cmd = _quickstart_command()
     argv = shlex.split(cmd)

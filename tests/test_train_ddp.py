@@ -19,6 +19,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # over ~20 s: the second CI step (pytest -m slow)
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="gloo backend unavailable")
 def test_ddp_two_ranks_same_weights(tmp_path: Path):
     data = write_dataset(tmp_path, with_video_file=False)
