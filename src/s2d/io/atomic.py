@@ -17,12 +17,13 @@ import os
 import re
 import secrets
 from pathlib import Path
-from typing import IO, Any, Iterator, Union
+from typing import IO, Any, Iterator, Optional, TypeVar, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
+_W = TypeVar("_W", bound="CommitOnExit")
 
 __all__ = ["temp_path_for", "atomic_path", "atomic_open", "atomic_write_text", "atomic_write_bytes",
-           "remove_stale_temps"]
+           "remove_stale_temps", "AtomicTextFile", "CommitOnExit"]
 
 _TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp(\.[^.]*)?$")
 
@@ -123,3 +124,72 @@ def remove_stale_temps(folder: PathLike) -> int:
             _remove_quietly(entry)
             removed += 1
     return removed
+
+
+class CommitOnExit:
+    """The ``with`` protocol of every streaming writer: leaving the block normally calls ``close()`` (the output
+    appears under its name), leaving it by an exception calls ``abort()`` (nothing is left half-written)."""
+
+    def close(self) -> Any:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _W) -> _W:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class AtomicTextFile(CommitOnExit):
+    """A text file written piece by piece (streaming writers) that appears under ``path`` only when complete.
+
+    Text goes to a hidden temp file beside ``path``; :meth:`close` renames it to ``path``; :meth:`abort`, or an
+    exception inside the ``with`` block, deletes it and leaves ``path`` as it was. Dropped without either, it
+    deletes its temp file too.
+    """
+
+    def __init__(self, path: PathLike) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = temp_path_for(self.path)
+        self._file: Optional[IO[str]] = open(self._tmp, "w", encoding="utf-8", newline="\n")
+
+    @property
+    def closed(self) -> bool:
+        return self._file is None
+
+    def write(self, text: str) -> None:
+        if self._file is None:
+            raise ValueError(f"{self.path}: writer is closed")
+        self._file.write(text)
+
+    def close(self) -> Path:
+        """Finish the file and move it to its final name (idempotent)."""
+        if self._file is not None:
+            f, self._file = self._file, None
+            try:
+                f.close()
+                os.replace(self._tmp, self.path)
+            except BaseException:
+                _remove_quietly(self._tmp)
+                raise
+        return self.path
+
+    def abort(self) -> None:
+        """Drop everything written so far; ``path`` is left as it was."""
+        if self._file is not None:
+            f, self._file = self._file, None
+            f.close()
+            _remove_quietly(self._tmp)
+
+    def __del__(self) -> None:  # a writer dropped without close() must not leave a temp file
+        try:
+            self.abort()
+        except Exception:
+            pass

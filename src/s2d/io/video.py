@@ -37,6 +37,7 @@ import cv2
 import numpy as np
 
 from s2d.errors import InputError, SettingError
+from s2d.io.atomic import CommitOnExit
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -598,7 +599,7 @@ _DEFAULT_CODECS: Dict[str, Tuple[str, ...]] = {
 }
 
 
-class VideoWriter:
+class VideoWriter(CommitOnExit):
     """Write RGB frames to a video file, atomically.
 
     Frames go to a hidden temp file next to the target (``.<name>.<random>.tmp<ext>``, same extension so
@@ -742,11 +743,3 @@ class VideoWriter:
         except FileNotFoundError:
             pass
 
-    def __enter__(self) -> "VideoWriter":
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()

@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import IO, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Tuple, Union
 
 import numpy as np
 
 from s2d import rle as rle_utils
 from s2d.errors import InputError, ValidationError
-from s2d.io.atomic import temp_path_for
+from s2d.io.atomic import AtomicTextFile, CommitOnExit
 from s2d.types import FrameResult, Track, VideoSegmentation
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -72,7 +72,7 @@ def format_frame(frame: FrameResult, *, frame_offset: int = 0, class_id: Optiona
     return lines
 
 
-class MotsWriter:
+class MotsWriter(CommitOnExit):
     """Stream :class:`FrameResult` objects into one MOTS txt file, atomically.
 
     Lines go to a hidden temp file beside ``path``; :meth:`close` (or leaving the ``with`` block
@@ -88,22 +88,11 @@ class MotsWriter:
         self.mots_ids = bool(mots_ids)
         self.lines_written = 0
         self._last_index = -1
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = temp_path_for(self.path)
-        self._file: Optional[IO[str]] = open(self._tmp, "w", encoding="utf-8", newline="\n")
-
-    def __enter__(self) -> "MotsWriter":
-        return self
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
+        self._out = AtomicTextFile(self.path)
 
     def write(self, frame: FrameResult) -> int:
         """Append one frame's objects; returns the number of lines written for it."""
-        if self._file is None:
+        if self._out.closed:
             raise ValidationError("MotsWriter is closed")
         if not isinstance(frame, FrameResult):
             raise ValidationError(f"expected a FrameResult, got {type(frame).__name__}")
@@ -112,40 +101,17 @@ class MotsWriter:
         self._last_index = frame.index
         lines = format_frame(frame, frame_offset=self.frame_offset, class_id=self.class_id, mots_ids=self.mots_ids)
         if lines:
-            self._file.write("\n".join(lines) + "\n")
+            self._out.write("\n".join(lines) + "\n")
         self.lines_written += len(lines)
         return len(lines)
 
     def close(self) -> Path:
         """Finish the file and move it to its final name (idempotent)."""
-        if self._file is not None:
-            f, self._file = self._file, None
-            try:
-                f.close()
-                os.replace(self._tmp, self.path)
-            except BaseException:
-                self._remove_tmp()
-                raise
-        return self.path
+        return self._out.close()
 
     def abort(self) -> None:
         """Drop everything written so far; ``path`` is left as it was."""
-        if self._file is not None:
-            f, self._file = self._file, None
-            f.close()
-            self._remove_tmp()
-
-    def _remove_tmp(self) -> None:
-        try:
-            self._tmp.unlink()
-        except FileNotFoundError:
-            pass
-
-    def __del__(self) -> None:  # a writer dropped without close() must not leave a temp file
-        try:
-            self.abort()
-        except Exception:
-            pass
+        self._out.abort()
 
 
 def write_mots(path: PathLike, video: Union[VideoSegmentation, Iterable[FrameResult]], *,

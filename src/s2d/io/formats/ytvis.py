@@ -33,7 +33,7 @@ from pycocotools import mask as mask_utils
 
 from s2d import rle as rle_utils
 from s2d.errors import InputError, ValidationError
-from s2d.io.atomic import atomic_write_text, temp_path_for
+from s2d.io.atomic import AtomicTextFile, CommitOnExit, atomic_write_text
 from s2d.types import Track, VideoSegmentation
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -473,7 +473,7 @@ def _dump(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), default=_json_default)
 
 
-class YtvisResultsWriter:
+class YtvisResultsWriter(CommitOnExit):
     """The one YouTube-VIS results writer: records are streamed to a temp file one at a time (no whole-file
     string in memory) and the file appears under ``path`` only on :meth:`close`; :meth:`abort` (or leaving
     the ``with`` block by an exception) leaves ``path`` as it was.
@@ -488,61 +488,28 @@ class YtvisResultsWriter:
     def __init__(self, path: PathLike) -> None:
         self.path = Path(path)
         self.records_written = 0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = temp_path_for(self.path)
-        self._file: Optional[Any] = open(self._tmp, "w", encoding="utf-8", newline="\n")
-        self._file.write("[")
-
-    def __enter__(self) -> "YtvisResultsWriter":
-        return self
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
+        self._out = AtomicTextFile(self.path)
+        self._out.write("[")
 
     def write(self, record: Mapping[str, Any]) -> None:
         """Append one results record (one track of one video)."""
-        if self._file is None:
+        if self._out.closed:
             raise ValidationError("YtvisResultsWriter is closed")
         rec = dict(record)
         if "segmentations" in rec:
             rec["segmentations"] = [_rle_json(m) for m in rec["segmentations"]]
-        self._file.write(("," if self.records_written else "") + "\n" + _dump(rec))
+        self._out.write(("," if self.records_written else "") + "\n" + _dump(rec))
         self.records_written += 1
 
     def close(self) -> Path:
         """Finish the file and move it to its final name (idempotent)."""
-        if self._file is not None:
-            f, self._file = self._file, None
-            try:
-                f.write("\n]\n")
-                f.close()
-                os.replace(self._tmp, self.path)
-            except BaseException:
-                self._remove_tmp()
-                raise
-        return self.path
+        if not self._out.closed:
+            self._out.write("\n]\n")
+        return self._out.close()
 
     def abort(self) -> None:
         """Drop everything written so far; ``path`` is left as it was."""
-        if self._file is not None:
-            f, self._file = self._file, None
-            f.close()
-            self._remove_tmp()
-
-    def _remove_tmp(self) -> None:
-        try:
-            self._tmp.unlink()
-        except FileNotFoundError:
-            pass
-
-    def __del__(self) -> None:  # a writer dropped without close() must not leave a temp file
-        try:
-            self.abort()
-        except Exception:
-            pass
+        self._out.abort()
 
 
 def write_ytvis_results(path: PathLike, videos: Union[Videos, Iterable[VideoSegmentation]],
