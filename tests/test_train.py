@@ -223,6 +223,8 @@ def test_training_reduces_loss_and_writes_metrics(dataset: Path, tmp_path: Path)
     lines = [json.loads(s) for s in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == list(range(1, 13))
     assert all(k in lines[0] for k in ("loss", "loss_gt", "loss_kd", "lr", "sec_per_iter", "teacher_objects"))
+    # the time each step waited for its clips (reading, decoding, augmenting), part of the step's time
+    assert all(0 < r["data_time"] <= r["sec_per_iter"] for r in lines)
     ck = torch.load(run / "distill" / "last.pt", weights_only=True)
     assert ck["step"] == 12 and {"model", "teacher", "optimizer", "scheduler", "rng"} <= set(ck)
     model = VideoMask2Former.from_checkpoint(run / "distill" / "model.pt")  # the teacher, loadable

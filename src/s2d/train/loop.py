@@ -302,6 +302,7 @@ class _StepLosses:
     losses: Dict[str, torch.Tensor]   # the keymask criterion's terms ("loss", "loss_mask", "loss_dice", ...)
     loss_kd: Optional[torch.Tensor]   # the distillation loss (None when distillation is off)
     n_teacher: int                    # teacher targets in the batch
+    data_s: float = 0.0               # seconds spent reading and augmenting the batch's clips
 
 
 @dataclass
@@ -310,6 +311,7 @@ class _MetricsClock:
 
     t_last: float
     steps_since: int = 0
+    data_s: float = 0.0  # seconds waiting for data over those steps
 
 
 def _stage_length(cfg: TrainConfig, stage: str, max_iter: Optional[int]) -> int:
@@ -409,6 +411,7 @@ def _run_steps(st: _Stage, loop: _Loop, stop_at: Optional[int], progress: bool) 
             out = _train_step(st, loop)
             st.step += 1
             clock.steps_since += 1
+            clock.data_s += out.data_s
             bar.update(1)
             if env.is_main and (st.step % cfg.log_every == 0 or st.step == st.total):
                 _log_step(st, loop.metrics_path, out, clock)
@@ -424,10 +427,13 @@ def _train_step(st: _Stage, loop: _Loop) -> _StepLosses:
     cfg, env = st.cfg, st.env
     bs = cfg.data.batch_size
     first = (st.step * env.world_size + env.rank) * bs
+    t0 = time.perf_counter()
     clips, targets = loop.dataset.batch(range(first, first + bs))
+    data_s = time.perf_counter() - t0
     clips = clips.to(env.device, non_blocking=True)
     gt = [{"masks": t["masks"].to(env.device), "labels": t["labels"].to(env.device)} for t in targets]
     out = _step_losses(st, loop, clips, gt)
+    out.data_s = data_s
     _check_finite(st, out.value)
     st.opt.zero_grad(set_to_none=True)
     out.loss.backward()
@@ -478,10 +484,11 @@ def _log_step(st: _Stage, path: Path, out: _StepLosses, clock: _MetricsClock) ->
            "loss_mask": float(out.losses["loss_mask"].detach()),
            "loss_dice": float(out.losses["loss_dice"].detach()),
            "teacher_objects": out.n_teacher, "lr": max(st.sched.get_last_lr()),
-           "sec_per_iter": (now - clock.t_last) / max(1, clock.steps_since), "time": time.time()}
+           "sec_per_iter": (now - clock.t_last) / max(1, clock.steps_since),
+           "data_time": clock.data_s / max(1, clock.steps_since), "time": time.time()}
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(rec) + "\n")
-    clock.t_last, clock.steps_since = now, 0
+    clock.t_last, clock.steps_since, clock.data_s = now, 0, 0.0
 
 
 def _save_checkpoint(st: _Stage) -> None:
