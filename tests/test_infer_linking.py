@@ -82,13 +82,10 @@ def test_iou_is_the_mean_over_shared_frames() -> None:
     assert match_tubes(np.array([[0.2, 0.4]]), 0.5) == {}
 
 
-def test_reference_masks_replace_the_previous_chunk() -> None:
-    """The dense labelset matches against the masks it kept per track, passed as ``reference``."""
+def test_shared_frames_are_those_the_last_chunk_covered() -> None:
     linker = TubeLinker(0.3)
     linker.link([0, 1], tube("11110000", 2)[None])
     assert linker.shared_frames([1, 2]) == [1]
-    ref = tube("00001111", 1)[None]  # the track's kept mask on frame 1 lies elsewhere
-    assert linker.link([1, 2], tube("00001111", 2)[None], reference=ref) == [1]
 
 
 @pytest.mark.parametrize("bad", [0.0, -0.1, 1.5])

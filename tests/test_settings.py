@@ -49,10 +49,9 @@ class _Inner:
     names: List[str] = field(default_factory=list)
     steps: Optional[int] = 300
 
-    def validate(self):
+    def __post_init__(self):  # as every settings class: valid on construction
         if self.lr <= 0:
             raise SettingError(f"lr must be > 0, got {self.lr}")
-        return self
 
 
 @dataclass

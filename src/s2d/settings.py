@@ -12,8 +12,8 @@ of the field (not the text) decides how a value is read:
 
 Keys are checked against the dataclass fields. A bad key or value raises one
 :class:`~s2d.errors.SettingError` line that names the key, what it accepts (the known keys, or the type) and
-where it came from (``--set`` or the file). Range checks stay with each settings class (``validate()`` or
-``__post_init__``), which the functions here run by constructing the class.
+where it came from (``--set`` or the file). Range checks stay with each settings class, which validates
+itself on construction (``__post_init__``); the functions here construct it.
 """
 
 from __future__ import annotations
@@ -127,21 +127,11 @@ def _unknown(cls: type, key: str, source: str, prefix: str, what: str) -> Settin
 
 
 def from_mapping(cls: type[T], data: Mapping[str, Any], *, source: str = "", prefix: str = "", what: str = "") -> T:
-    """An instance of the settings dataclass ``cls`` from a mapping (a YAML section, a checkpoint's dict).
-
-    Missing keys keep their defaults; unknown keys, values of the wrong type and values the class rejects are
-    one-line :class:`SettingError` messages naming the key (with ``prefix``) and ``source``.
-    """
-    if not isinstance(data, Mapping):
-        raise SettingError(f"{prefix.rstrip('.') or cls.__name__} must be a mapping of settings, "
-                           f"got {data!r}{_where(source)}")
-    types = field_types(typing.cast(type, cls))
-    kwargs = {}
-    for key, value in data.items():
-        if key not in types:
-            raise _unknown(cls, str(key), source, prefix, what)
-        kwargs[key] = coerce(value, types[key], prefix + key, source)
-    return _construct(cls, kwargs, source)
+    """An instance of the settings dataclass ``cls`` from a mapping (a YAML section, a checkpoint's dict): the
+    mapping applied onto the defaults (:func:`merge`), so missing keys keep their defaults; unknown keys, values
+    of the wrong type and values the class rejects are one-line :class:`SettingError` messages naming the key
+    (with ``prefix``) and ``source``."""
+    return merge(cls(), data, source=source, prefix=prefix, what=what)
 
 
 def merge(settings: T, data: Mapping[str, Any], *, source: str = "", prefix: str = "", what: str = "") -> T:
@@ -164,12 +154,10 @@ def merge(settings: T, data: Mapping[str, Any], *, source: str = "", prefix: str
 
 
 def _construct(cls: type[T], kwargs: Mapping[str, Any], source: str, base: Any = None) -> T:
-    """``cls(**kwargs)`` (or ``base`` with ``kwargs`` replaced), validated; a rejection names ``source``."""
+    """``cls(**kwargs)`` (or ``base`` with ``kwargs`` replaced); the settings classes validate themselves on
+    construction, and a rejection names ``source``."""
     try:
         obj = cls(**kwargs) if base is None else dataclasses.replace(base, **kwargs)
-        validate = getattr(obj, "validate", None)
-        if callable(validate):  # the mutable configs check their ranges here, the frozen ones on construction
-            validate()
     except SettingError as exc:
         if source and source not in str(exc):
             raise SettingError(f"{exc}{_where(source)}") from None

@@ -18,8 +18,8 @@ Identities that survive a bad chunk (issue #16):
 
 Track ids count up from 1 in first-seen order.
 
-The same :class:`TubeLinker` serves streaming inference (:mod:`s2d.infer.predictor`) and the dense
-labelset (:func:`s2d.train.dense.predict_video_dense`).
+The same :class:`TubeLinker` serves streaming inference (:mod:`s2d.infer.predictor`) and, through it, the
+dense labelset (:func:`s2d.train.dense.predict_video_dense`).
 """
 
 from __future__ import annotations
@@ -115,16 +115,13 @@ class TubeLinker:
         last = set(self.frames)
         return [int(t) for t in frames if int(t) in last]
 
-    def link(self, frames: Sequence[int], masks: Masks, reference: Optional[Masks] = None, *,
+    def link(self, frames: Sequence[int], masks: Masks, *,
              starts: Optional[Sequence[bool]] = None, limit: Optional[int] = None) -> List[int]:
         """Track ids of the tubes of a new chunk.
 
         Args:
             frames: the chunk's frame indices (length L).
             masks: ``K×L×H×W`` bool masks of its K tubes, best first.
-            reference: what the previous tubes (``self.ids``, in that order) are matched against on the
-                shared frames, ``len(self.ids)×S×H×W`` with S = ``len(self.shared_frames(frames))``; default:
-                the previous chunk's own masks. The dense labelset passes the masks it has kept per track.
             starts: per tube, whether it may start a new track (default: all may). A tube that may not and
                 continues no track gets id 0: it is dropped.
             limit: keep at most this many tubes (the first ones, in the given order, among those not dropped).
@@ -140,7 +137,7 @@ class TubeLinker:
         starts = [True] * n if starts is None else [bool(s) for s in starts]
         if len(starts) != n:
             raise ValueError(f"starts has {len(starts)} entries for {n} tubes")
-        assign = self._continue_live(frames, masks, reference)
+        assign = self._continue_live(frames, masks)
         assign.update(self._continue_ended(masks, [k for k in range(n) if k not in assign]))
         ids: List[int] = []
         kept = 0
@@ -156,18 +153,14 @@ class TubeLinker:
         self._remember(frames, masks, ids)
         return ids
 
-    def _continue_live(self, frames: List[int], masks: torch.Tensor, reference: Optional[Masks]) -> Dict[int, int]:
+    def _continue_live(self, frames: List[int], masks: torch.Tensor) -> Dict[int, int]:
         """``{tube: id}`` of the tubes that continue a track of the last chunk (IoU on the shared frames)."""
         shared = self.shared_frames(frames)
         if not (shared and self.ids and masks.shape[0]):
             return {}
         cur = masks[:, [frames.index(t) for t in shared]]
-        if reference is None:
-            assert self._masks is not None
-            reference = self._masks[:, [self.frames.index(t) for t in shared]]
-        reference = _as_tensor(reference)
-        if reference.shape[0] != len(self.ids):
-            raise ValueError(f"reference has {reference.shape[0]} tubes, the last chunk {len(self.ids)}")
+        assert self._masks is not None  # set with self.ids
+        reference = self._masks[:, [self.frames.index(t) for t in shared]]
         pairs = match_tubes(tube_iou(cur, reference.to(cur.device)), self.link_iou)
         return {k: self.ids[j] for k, j in pairs.items()}
 
