@@ -48,10 +48,15 @@ class CachedModel:
             self.misses += 1
             res = self.model.predict(clip, score_threshold=self.floor)
             out = {"scores": res["scores"].cpu(), "logits": res["mask_logits"].cpu().half()}
+            if "embeds" in res:
+                out["embeds"] = res["embeds"].cpu()
             torch.save(out, path)
         keep = out["scores"] >= score_threshold
         logits = out["logits"][keep].float()
-        return {"scores": out["scores"][keep], "masks": logits > 0, "mask_logits": logits}
+        got = {"scores": out["scores"][keep], "masks": logits > 0, "mask_logits": logits}
+        if "embeds" in out:  # caches written before the model gave embeddings have none
+            got["embeds"] = out["embeds"][keep]
+        return got
 
 
 def main(argv: Optional[List[str]] = None) -> int:

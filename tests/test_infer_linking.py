@@ -6,6 +6,7 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 import pytest
+import torch
 
 from s2d.errors import SettingError
 from s2d.infer.linking import TubeLinker, match_tubes, tube_iou
@@ -49,8 +50,14 @@ CASES = {
         [chunk([0, 1, 2], "11000000", "00000011"), chunk([2, 3, 4], "00000011"),
          chunk([4, 5, 6], "11000000", "00000011")],
         [[1, 2], [2], [3, 2]]),
-    "chunks without shared frames never link": (
+    "adjacent chunks link last frame to first frame": (
         [chunk([0, 1], "11110000"), chunk([2, 3], "11110000")],
+        [[1], [1]]),
+    "one-frame chunks (online) link frame to frame": (
+        [chunk([0], "11100000", "00000111"), chunk([1], "01110000", "00000111"), chunk([2], "00000111")],
+        [[1, 2], [1, 2], [2]]),
+    "chunks with a gap between them never link": (
+        [chunk([0, 1], "11110000"), chunk([3, 4], "11110000")],
         [[1], [2]]),
     "a shifted last chunk links on all shared frames": (
         [chunk([0, 1, 2, 3], "11110000"), chunk([3, 4, 5, 6], "11110000"), chunk([4, 5, 6, 7], "11110000")],
@@ -67,6 +74,51 @@ def test_linker_table(name: str) -> None:
     linker = TubeLinker(link_iou=0.3)
     got = [linker.link(frames, masks) for frames, masks in chunks]
     assert got == expected
+
+
+def unit(*rows: Sequence[float]) -> torch.Tensor:
+    e = torch.tensor(rows, dtype=torch.float32)
+    return e / e.norm(dim=1, keepdim=True)
+
+
+# (embed_weight, chunks as (frames, patterns, embeddings), expected ids)
+EMBED_CASES = {
+    "masks alone: a moved object is new": (
+        0.0, [([0, 1], ["11000000"], [[1, 0]]), ([2, 3], ["00000011"], [[1, 0]])], [[1], [2]]),
+    "the embedding recognises a moved object": (  # IoU 0, cos 1: 0.5·0 + 0.5·1 = 0.5 ≥ 0.3
+        0.5, [([0, 1], ["11000000"], [[1, 0]]), ([2, 3], ["00000011"], [[1, 0]])], [[1], [1]]),
+    "an unlike embedding does not": (  # IoU 0, cos 0
+        0.5, [([0, 1], ["11000000"], [[1, 0]]), ([2, 3], ["00000011"], [[0, 1]])], [[1], [2]]),
+    "an unlike embedding vetoes a weak overlap": (  # IoU 0.5, cos 0: 0.25 < 0.3
+        0.5, [([0, 1], ["11100000"], [[1, 0]]), ([2, 3], ["01110000"], [[0, 1]])], [[1], [2]]),
+    "embeddings decide between two overlapping tubes": (  # both IoU 0.6; cos picks the pairing
+        0.5, [([0, 1], ["11110000", "00001111"], [[1, 0], [0, 1]]),
+              ([2, 3], ["00111100", "00111100"], [[0, 1], [1, 0]])], [[1, 2], [2, 1]]),
+}
+
+
+@pytest.mark.parametrize("name", list(EMBED_CASES))
+def test_linker_embeddings(name: str) -> None:
+    weight, chunks, expected = EMBED_CASES[name]
+    linker = TubeLinker(0.3, embed_weight=weight)
+    got = [linker.link(frames, np.stack([tube(p, len(frames)) for p in pats]), embeds=unit(*emb))
+           for frames, pats, emb in chunks]
+    assert got == expected
+
+
+def test_embedding_recalls_an_ended_track_that_moved() -> None:
+    linker = TubeLinker(0.3, memory=2, embed_weight=0.5)
+    a, b = unit([1, 0, 0]), unit([0, 1, 0])
+    assert linker.link([0, 1], np.stack([tube("11000000", 2), tube("00001100", 2)]), embeds=torch.cat([a, b])) == [1, 2]
+    assert linker.link([2, 3], tube("00001100", 2)[None], embeds=b) == [2]  # object 1 missed
+    assert linker.link([4, 5], tube("00000011", 2)[None], embeds=a) == [1]  # back elsewhere: its old id
+
+
+def test_embeddings_must_match_the_tubes() -> None:
+    with pytest.raises(ValueError, match="embeds"):
+        TubeLinker(0.3, embed_weight=0.5).link([0], tube("11", 1)[None], embeds=torch.zeros(2, 4))
+    with pytest.raises(SettingError, match="embedding weight"):
+        TubeLinker(0.3, embed_weight=1.5)
 
 
 def test_iou_is_the_mean_over_shared_frames() -> None:

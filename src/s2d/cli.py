@@ -237,12 +237,16 @@ def _add_train(sub: "argparse._SubParsersAction") -> None:
                     "atomically), <stage>/model.pt (each stage's model: distill, self-distill,\n"
                     "self-distill-2...), dense_labels.json (dense_labels_2.json...), and model.pt:\n"
                     "the result, compact (float16) - `s2d segment --model RUN_DIR/model.pt` runs it.\n"
+                    "Stage 'online' (not run by default) distils model.pt into a per-frame model whose\n"
+                    "queries carry over from frame to frame: online/model.pt and online.pt, for\n"
+                    "`s2d segment --online --model RUN_DIR/online.pt` (settings online.*).\n"
                     "A NaN/Inf loss stops with a message and keeps the last good checkpoint.",
         epilog="examples:\n"
                "  s2d train --data runs/discover/pseudo_labels.json --videos ../shared/data -o runs/train\n"
                "  s2d train --data pl.json --videos ROOT -o runs/train --resume\n"
                "  s2d train --data pl.json --videos ROOT -o runs/t --config paper --set solver.max_iter=2000\n"
                "  s2d train --data pl.json --videos ROOT -o runs/t --stages distill\n"
+               "  s2d train --data pl.json --videos ROOT -o runs/train --stages online\n"
                "  torchrun --nproc-per-node 2 -m s2d train --data pl.json --videos ROOT -o runs/ddp",
         formatter_class=_FORMATTER,
     )
@@ -255,8 +259,8 @@ def _add_train(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting (repeatable), e.g. solver.lr=1e-4, data.size=[256,448], "
                         "model.num_queries=20")
-    p.add_argument("--stages", nargs="+", choices=["distill", "self-distill"], metavar="STAGE",
-                   help="run only these stages: distill, self-distill (default: both)")
+    p.add_argument("--stages", nargs="+", choices=["distill", "self-distill", "online"], metavar="STAGE",
+                   help="run only these stages: distill, self-distill, online (default: distill self-distill)")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its last checkpoints")
     p.add_argument("--device", default="auto", metavar="DEVICE",
                    help=DEVICE_HELP + " (under torchrun: cuda:LOCAL_RANK)")
@@ -285,17 +289,22 @@ def _add_segment(sub: "argparse._SubParsersAction") -> None:
                     "  mots     OUTDIR/NAME/mots.txt       MOTS txt ('frame id class_id h w rle')\n"
                     "  overlay  OUTDIR/NAME/overlay.mp4    masks, contours and ids drawn over the video\n\n"
                     "A video that fails (missing, unreadable, corrupt part-way: its outputs keep the frames\n"
-                    "decoded before the bad one) is reported and the others go on; the exit status is then 1.",
+                    "decoded before the bad one) is reported and the others go on; the exit status is then 1.\n"
+                    "A live source runs until its stream ends or Ctrl-C; Ctrl-C then completes its outputs\n"
+                    "with the frames so far (exit status 130).",
         epilog="examples:\n"
                "  s2d segment ../shared/data/videos/bikes.mp4 -o out\n"
                "  s2d segment a.mp4 b.mp4 frames/ -o out --format ytvis,davis,mots,overlay\n"
                "  s2d segment bikes.mp4 -o out --model runs/train/model.pt --score-threshold 0.7\n"
                "  s2d segment long.mp4 -o out --chunk 16 --overlap 4 --max-side 640 --refine crf --device cuda\n"
+               "  s2d segment rtsp://camera.local/live -o out --online --model runs/train/online.pt\n"
+               "  ffmpeg -i clip.mp4 -f mpegts - | s2d segment - -o out --online\n"
                "  s2d eval davis --gt ../shared/data/davis2016 --pred out/ --protocol union",
         formatter_class=_FORMATTER,
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="video files (mp4/avi/mov/mkv/webm) or frame folders; each goes to OUTDIR/NAME/")
+                   help="video files (mp4/avi/mov/mkv/webm), frame folders, or live sources: - (a stream on "
+                        "stdin), rtsp:// http(s):// udp:// tcp:// URLs, /dev/videoN; each goes to OUTDIR/NAME/")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output root folder")
     p.add_argument("--model", default=d.model, metavar="default|PATH",
                    help="the packaged model (default) or a checkpoint written by `s2d train` (<run>/<stage>/model.pt)")
@@ -309,6 +318,10 @@ def _add_segment(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--overlap", type=int, default=d.overlap, metavar="K",
                    help=f"frames shared by consecutive chunks, 0 <= K < L; tracks are linked on them "
                         f"(default {d.overlap}; 0: every chunk starts new ids)")
+    p.add_argument("--online", action="store_true",
+                   help="one frame at a time: each frame's results are written before the next frame is read "
+                        "(for live input; --chunk/--overlap are then 1/0). An online model (s2d train --stages "
+                        "online) carries its queries from frame to frame")
     p.add_argument("--max-side", type=int, default=d.max_side, metavar="PX",
                    help=f"the model runs on frames resized to this long side (default {d.max_side}); masks are "
                         f"written at the original size")
@@ -650,10 +663,14 @@ def _segment_inputs(inputs: Sequence[str]) -> List[tuple]:
 
     out: List[tuple] = []
     seen: Dict[str, str] = {}
+    from s2d.io.video import is_live_source, live_name
+
     for src in inputs:
         path = Path(os.path.expanduser(src))
         name = path.resolve().name if path.is_dir() else path.stem
-        if not path.exists() and any(ch in src for ch in "*?["):  # a glob of frames: named after its folder
+        if is_live_source(src):
+            name = live_name(src)
+        elif not path.exists() and any(ch in src for ch in "*?["):  # a glob of frames: named after its folder
             from s2d.io.video import probe_video
 
             try:
@@ -674,7 +691,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     formats = parse_formats(args.formats)
     cfg = SegmentConfig(model=args.model, score_threshold=args.score_threshold, max_objects=args.max_objects,
                         chunk=args.chunk, overlap=args.overlap, max_side=args.max_side, refine=args.refine,
-                        device=args.device, split=args.split)
+                        device=args.device, split=args.split, online=args.online)
     cfg = apply_overrides(cfg, args.overrides, "segment")
     videos = _segment_inputs(args.inputs)
     model = load_model(cfg.model, cfg.device)

@@ -56,12 +56,15 @@ class SegmentConfig:
             on any frame).
         chunk: frames the model sees at once (L). Memory grows with the chunk, never with the video.
         overlap: frames shared by consecutive chunks (0 ≤ overlap < chunk); tubes are linked across chunks
-            by their masks on these frames, so ``overlap=0`` gives every chunk new track ids.
+            by their masks on these frames (with ``overlap=0``, by the masks of the last and first frames of
+            consecutive chunks).
         max_side: the model runs on frames resized (up or down, aspect kept) so that the long side is this
             many pixels. ``None``: the frames' own size. The model was trained on 256×448 crops of frames
             zoomed 1–1.5× beyond the 448 px scale; 576 px (zoom 1.29) measured +0.03 union J on the ``seen``
             split over 448, and 640 px little more at 1.2× the cost (``benchmarks/RESULTS.md``, stage 4).
         link_iou: mean IoU over the shared frames that continues a track across chunks.
+        link_embed: weight λ of the query-embedding similarity in linking: a tube continues a track when
+            ``(1 − λ)·IoU + λ·cos`` reaches ``link_iou`` (:class:`~s2d.infer.linking.TubeLinker`; 0: masks only).
         refine: ``"guided"`` upsamples each object's mask probability with a guided filter on the frame
             (:mod:`s2d.infer.refine`: edges move onto the image's edges, flat regions keep the model's
             probability); ``"crf"`` snaps each binary mask to the image edges with a dense CRF (it erases
@@ -85,6 +88,10 @@ class SegmentConfig:
         tta_flip: each chunk's prediction is the consensus with the mirrored chunk (:mod:`s2d.infer.tta`);
             the model then runs twice per chunk (and without reusing the overlap frames' encodings).
         tta_scales: also the consensus with the chunk resized by these factors, e.g. ``(1.25,)``.
+        online: one frame at a time (``chunk`` 1 and ``overlap`` 0 whatever they say): each frame's masks are
+            final, and yielded, before the next frame is read. Tracks are linked frame to frame; with an online
+            model (``s2d train --stages online``: ``query_propagation``) each frame's queries also start from
+            the previous frame's.
     """
 
     model: str = "default"
@@ -96,6 +103,7 @@ class SegmentConfig:
     overlap: int = 2
     max_side: Optional[int] = 576
     link_iou: float = 0.3
+    link_embed: float = 0.0
     refine: str = DEFAULT_REFINE
     refine_max_side: int = 854
     guided_radius: float = 0.0375
@@ -107,8 +115,12 @@ class SegmentConfig:
     split_min_area: float = 0.002
     tta_flip: bool = False
     tta_scales: Tuple[float, ...] = ()
+    online: bool = False
 
     def __post_init__(self) -> None:
+        if self.online is True:  # one frame per chunk (a frozen dataclass: set through object)
+            object.__setattr__(self, "chunk", 1)
+            object.__setattr__(self, "overlap", 0)
         self.validate()
 
     def validate(self) -> "SegmentConfig":
@@ -133,6 +145,8 @@ class SegmentConfig:
                                f"got {self.max_side!r}")
         if not _is_number(self.link_iou) or not 0.0 < float(self.link_iou) <= 1.0:
             raise SettingError(f"link IoU must be in (0, 1], got {self.link_iou!r}")
+        if not _is_number(self.link_embed) or not 0.0 <= float(self.link_embed) <= 1.0:
+            raise SettingError(f"link embed must be a weight in [0, 1], got {self.link_embed!r}")
         if self.refine not in REFINE_MODES:
             raise SettingError(f"refine must be one of {', '.join(REFINE_MODES)}, got {self.refine!r}")
         if not _is_int(self.refine_max_side) or self.refine_max_side < 16:
@@ -152,6 +166,8 @@ class SegmentConfig:
                 raise SettingError(f"{name.replace('_', ' ')} must be a fraction in [0, 1], got {v!r}")
         if not isinstance(self.split, bool):
             raise SettingError(f"split must be true or false, got {self.split!r}")
+        if not isinstance(self.online, bool):
+            raise SettingError(f"online must be true or false, got {self.online!r}")
         if not isinstance(self.tta_flip, bool):
             raise SettingError(f"tta flip must be true or false, got {self.tta_flip!r}")
         if not isinstance(self.tta_scales, tuple) or not all(_is_number(s) and 0.25 <= s <= 4

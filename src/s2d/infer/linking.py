@@ -16,6 +16,15 @@ Identities that survive a bad chunk (issue #16):
   first frame the tube has pixels) takes that track's id back: an object missed for a chunk or two returns under its old
   id. Beyond ``memory`` chunks the id is never given out again.
 
+* **Adjacent chunks.** Chunks that share no frame (``overlap=0``, as in online mode, one frame per chunk) are
+  linked by the IoU of the last chunk's masks on its last frame with the new tubes' masks on their first frame,
+  when those frames are consecutive.
+* **Query embeddings.** With ``embed_weight`` λ > 0 and the tubes' query embeddings given (unit vectors, from
+  :meth:`s2d.model.VideoMask2Former.predict`), the similarity of a tube and a track is ``(1 − λ)·IoU +
+  λ·max(0, cos)``, where the track's embedding is a running mean of its tubes' (momentum
+  :data:`EMBED_MOMENTUM`); acceptance is still at ``link_iou``. An object that moved while it was missed can
+  then be recognised by what it looks like to the model, not only by where it was.
+
 Track ids count up from 1 in first-seen order.
 
 The same :class:`TubeLinker` serves streaming inference (:mod:`s2d.infer.predictor`) and, through it, the
@@ -32,7 +41,10 @@ from scipy.optimize import linear_sum_assignment
 
 from s2d.errors import SettingError
 
-__all__ = ["TubeLinker", "match_tubes", "tube_iou"]
+__all__ = ["EMBED_MOMENTUM", "TubeLinker", "match_tubes", "tube_iou"]
+
+#: weight of a track's previous embedding when a new tube continues it (running mean over its chunks)
+EMBED_MOMENTUM = 0.7
 
 Masks = Union[np.ndarray, torch.Tensor]
 
@@ -86,6 +98,7 @@ class TubeLinker:
     Args:
         link_iou: smallest mean IoU over the shared frames that continues a track (0 < link_iou ≤ 1).
         memory: chunks a track that went missing stays linkable (0: a missed chunk ends it).
+        embed_weight: λ, the weight of the query-embedding similarity in the linking score (0: masks only).
 
     Example::
 
@@ -94,13 +107,17 @@ class TubeLinker:
         ids = linker.link([2, 3, 4, 5], masks_b)   # matched on frames 2-3, others get fresh ids
     """
 
-    def __init__(self, link_iou: float = 0.3, memory: int = 0) -> None:
+    def __init__(self, link_iou: float = 0.3, memory: int = 0, embed_weight: float = 0.0) -> None:
         if not 0.0 < float(link_iou) <= 1.0:
             raise SettingError(f"link_iou must be in (0, 1], got {link_iou!r}")
         if isinstance(memory, bool) or not isinstance(memory, int) or memory < 0:
             raise SettingError(f"track memory must be an integer >= 0 (chunks), got {memory!r}")
+        if not 0.0 <= float(embed_weight) <= 1.0:
+            raise SettingError(f"link embedding weight must be in [0, 1], got {embed_weight!r}")
         self.link_iou = float(link_iou)
         self.memory = memory
+        self.embed_weight = float(embed_weight)
+        self._embeds: Dict[int, torch.Tensor] = {}  # track id -> running mean of its tubes' embeddings
         self.next_id = 1
         self.frames: List[int] = []  # frame indices of the last chunk
         self.ids: List[int] = []  # track id of each kept tube of the last chunk
@@ -115,8 +132,8 @@ class TubeLinker:
         last = set(self.frames)
         return [int(t) for t in frames if int(t) in last]
 
-    def link(self, frames: Sequence[int], masks: Masks, *,
-             starts: Optional[Sequence[bool]] = None, limit: Optional[int] = None) -> List[int]:
+    def link(self, frames: Sequence[int], masks: Masks, *, starts: Optional[Sequence[bool]] = None,
+             limit: Optional[int] = None, embeds: Optional[torch.Tensor] = None) -> List[int]:
         """Track ids of the tubes of a new chunk.
 
         Args:
@@ -125,6 +142,7 @@ class TubeLinker:
             starts: per tube, whether it may start a new track (default: all may). A tube that may not and
                 continues no track gets id 0: it is dropped.
             limit: keep at most this many tubes (the first ones, in the given order, among those not dropped).
+            embeds: ``K×C`` unit query embeddings of the tubes (used when ``embed_weight`` > 0).
 
         Returns:
             ``K`` ids: the id of the continued track, a new id (next free, in tube order), or 0 (dropped).
@@ -137,8 +155,11 @@ class TubeLinker:
         starts = [True] * n if starts is None else [bool(s) for s in starts]
         if len(starts) != n:
             raise ValueError(f"starts has {len(starts)} entries for {n} tubes")
-        assign = self._continue_live(frames, masks)
-        assign.update(self._continue_ended(masks, [k for k in range(n) if k not in assign]))
+        if embeds is not None and (embeds.ndim != 2 or embeds.shape[0] != n):
+            raise ValueError(f"embeds must be {n}×C for {n} tubes, got {tuple(embeds.shape)}")
+        emb = embeds.detach().float().cpu() if embeds is not None and self.embed_weight > 0 else None
+        assign = self._continue_live(frames, masks, emb)
+        assign.update(self._continue_ended(masks, [k for k in range(n) if k not in assign], emb))
         ids: List[int] = []
         kept = 0
         for k in range(n):
@@ -150,21 +171,46 @@ class TubeLinker:
                 tid, self.next_id = self.next_id, self.next_id + 1
             ids.append(tid)
             kept += 1
+            if emb is not None:
+                old = self._embeds.get(tid)
+                new = emb[k] if old is None else EMBED_MOMENTUM * old + (1 - EMBED_MOMENTUM) * emb[k]
+                self._embeds[tid] = new / new.norm().clamp(min=1e-6)
         self._remember(frames, masks, ids)
         return ids
 
-    def _continue_live(self, frames: List[int], masks: torch.Tensor) -> Dict[int, int]:
-        """``{tube: id}`` of the tubes that continue a track of the last chunk (IoU on the shared frames)."""
-        shared = self.shared_frames(frames)
-        if not (shared and self.ids and masks.shape[0]):
+    def _score(self, iou: np.ndarray, emb: Optional[torch.Tensor], tracks: Sequence[int],
+               rows: Sequence[int]) -> np.ndarray:
+        """Linking scores of tubes ``rows`` (of ``emb``) against ``tracks``: IoU, blended with the embedding
+        similarity where both sides have one."""
+        if emb is None or not rows:
+            return iou
+        have = [t in self._embeds for t in tracks]
+        if not any(have):
+            return iou
+        ref = torch.stack([self._embeds.get(t, torch.zeros(emb.shape[1])) for t in tracks])
+        cos = (emb[list(rows)] @ ref.T).clamp(min=0).numpy()
+        lam = self.embed_weight
+        return np.where(np.asarray(have)[None], (1 - lam) * iou + lam * cos, iou)
+
+    def _continue_live(self, frames: List[int], masks: torch.Tensor, emb: Optional[torch.Tensor]) -> Dict[int, int]:
+        """``{tube: id}`` of the tubes that continue a track of the last chunk: IoU on the shared frames, or
+        from the last chunk's last frame to the new first frame when the chunks are adjacent."""
+        if not (self.ids and masks.shape[0]):
             return {}
-        cur = masks[:, [frames.index(t) for t in shared]]
         assert self._masks is not None  # set with self.ids
-        reference = self._masks[:, [self.frames.index(t) for t in shared]]
-        pairs = match_tubes(tube_iou(cur, reference.to(cur.device)), self.link_iou)
+        shared = self.shared_frames(frames)
+        if shared:
+            cur = masks[:, [frames.index(t) for t in shared]]
+            reference = self._masks[:, [self.frames.index(t) for t in shared]]
+        elif frames[0] == self.frames[-1] + 1:
+            cur, reference = masks[:, :1], self._masks[:, -1:]
+        else:
+            return {}
+        iou = tube_iou(cur, reference.to(cur.device))
+        pairs = match_tubes(self._score(iou, emb, self.ids, range(masks.shape[0])), self.link_iou)
         return {k: self.ids[j] for k, j in pairs.items()}
 
-    def _continue_ended(self, masks: torch.Tensor, free: List[int]) -> Dict[int, int]:
+    def _continue_ended(self, masks: torch.Tensor, free: List[int], emb: Optional[torch.Tensor]) -> Dict[int, int]:
         """``{tube: id}`` of free tubes whose first non-empty frame overlaps a remembered track's last mask."""
         recall = list(self._ended)  # _remember keeps only the tracks still within the memory
         if not (free and recall):
@@ -175,7 +221,8 @@ class TubeLinker:
         first = sub[torch.arange(len(free)), at][:, None]  # F×1×H×W
         if first.shape[-2:] != last.shape[-2:]:
             return {}
-        pairs = match_tubes(tube_iou(first, last.to(first.device)), self.link_iou)
+        iou = tube_iou(first, last.to(first.device))
+        pairs = match_tubes(self._score(iou, emb, recall, free), self.link_iou)
         return {free[k]: recall[j] for k, j in pairs.items()}
 
     def _remember(self, frames: List[int], masks: torch.Tensor, ids: List[int]) -> None:
@@ -192,4 +239,7 @@ class TubeLinker:
         # chunks missed so far by the next chunk's time: ``self._chunk - seen - 1``
         self._ended = {t: v for t, v in self._ended.items()
                        if t not in new_ids and self._chunk - v[0] - 1 <= self.memory}
+        if self._embeds:  # only tracks that can still be continued keep an embedding
+            alive = set(new_ids) | set(self._ended)
+            self._embeds = {t: e for t, e in self._embeds.items() if t in alive}
         self.frames, self.ids, self._masks = frames, new_ids, masks[kept]

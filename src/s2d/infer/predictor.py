@@ -103,6 +103,7 @@ class VideoPredictor:
         self._score_sum: Dict[int, float] = {}
         self._score_n: Dict[int, int] = {}
         self._enc_cache: Dict[int, Tuple[torch.Tensor, List[torch.Tensor]]] = {}
+        self._queries: Optional[torch.Tensor] = None  # online model: the last chunk's query embeddings
         self.frames_read = 0
 
     @property
@@ -122,8 +123,9 @@ class VideoPredictor:
         cfg = self.config
         self._score_sum, self._score_n = {}, {}
         self._enc_cache = {}
+        self._queries = None
         self.frames_read = 0
-        linker = TubeLinker(cfg.link_iou, cfg.track_memory)
+        linker = TubeLinker(cfg.link_iou, cfg.track_memory, cfg.link_embed)
         window: Deque[_Item] = deque(maxlen=cfg.chunk)  # the last ≤ L frames: the next chunk
         source = iter(frames)
         size: Optional[Tuple[int, int]] = None
@@ -195,20 +197,27 @@ class VideoPredictor:
             res = predict_tta(self.model, clip.float().div_(255.0), low, flip=cfg.tta_flip, scales=cfg.tta_scales)
         else:
             encoded = self._encode(items, clip)
-            kw = {} if encoded is None else {"encoded": encoded}
+            kw: Dict[str, Any] = {} if encoded is None else {"encoded": encoded}
+            if self._propagates:
+                kw["prev_queries"] = self._queries
             res = self.model.predict(clip, score_threshold=low, **kw)
+            if self._propagates:
+                self._queries = res.get("queries")
         masks = res["masks"]
         logits = res.get("mask_logits")
         if logits is None:  # a model that only gives masks: ±1 logits reproduce them
             logits = masks.float() * 2 - 1
         keep = (masks.flatten(1).sum(1) >= max(1, cfg.min_area)).nonzero().flatten()
         masks, logits, scores = masks[keep].cpu(), logits[keep].float().cpu(), res["scores"][keep].float().cpu()
+        embeds = res.get("embeds")
+        embeds = None if embeds is None else embeds[keep].float().cpu()
         if cfg.split and len(masks):
-            masks, scores, logits, _ = split_tubes(masks, scores, logits, min_fraction=cfg.split_min_fraction,
-                                                   min_area=cfg.split_min_area * masks.shape[-2] * masks.shape[-1])
+            masks, scores, logits, source = split_tubes(masks, scores, logits, min_fraction=cfg.split_min_fraction,
+                                                        min_area=cfg.split_min_area * masks.shape[-2] * masks.shape[-1])
             assert logits is not None  # split_tubes returns the logits it is given
+            embeds = None if embeds is None else embeds[source]  # a tube's parts share its query
         ids = linker.link([it.pos for it in items], masks, starts=(scores >= cfg.score_threshold).tolist(),
-                          limit=cfg.max_objects)
+                          limit=cfg.max_objects, embeds=embeds)
         kept = [k for k, i in enumerate(ids) if i > 0]
         ids, scores, logits = [ids[k] for k in kept], scores[kept], logits[kept]
         for tid, sc in zip(ids, scores.tolist()):
@@ -216,6 +225,13 @@ class VideoPredictor:
             self._score_n[tid] = self._score_n.get(tid, 0) + 1
         return {"ids": np.asarray(ids, dtype=np.int64), "scores": scores.numpy().astype(np.float64).clip(0, 1),
                 "logits": logits}
+
+    @property
+    def _propagates(self) -> bool:
+        """An online model (query propagation) on chunks that follow each other without overlap: each chunk's
+        queries start from the last chunk's."""
+        cfg = getattr(self.model, "config", None)
+        return bool(getattr(cfg, "query_propagation", False)) and self.config.overlap == 0
 
     def _encode(self, items: List[_Item], clip: torch.Tensor) -> Optional[Tuple[torch.Tensor, List[torch.Tensor]]]:
         """Per-frame encodings of the chunk (``model.encode``), reusing those of the frames the previous chunk

@@ -13,7 +13,8 @@ is complete once written; ``results.json``, ``mots.txt`` and ``overlay.mp4`` app
 when the video ends. A corrupt or truncated stream ends the video early: every output is finished with the
 frames decoded so far and the :class:`~s2d.errors.InputError` naming the failing frame is re-raised. Any
 other failure (a bug, Ctrl-C) leaves the PNGs already written and no partial ``results.json``, ``mots.txt``
-or ``overlay.mp4``.
+or ``overlay.mp4`` — except Ctrl-C on a live source (camera, network stream, stdin), which is how such a run
+ends: every output is completed with the frames segmented so far, then ``KeyboardInterrupt`` is re-raised.
 """
 
 from __future__ import annotations
@@ -267,6 +268,16 @@ def segment_video(source: PathLike, outdir: PathLike, config: Optional[SegmentCo
             err = InputError(exc.path or os.fspath(source), exc.problem + where)
             err.frame_index = getattr(exc, "frame_index", None)  # type: ignore[attr-defined]
             raise err from None
+        except KeyboardInterrupt:  # a live source ends with Ctrl-C: complete the outputs of the frames so far
+            bar.close()
+            try:
+                writer.close()
+            finally:
+                if stream.live and outputs.frames:
+                    outputs.finish(predictor.track_scores)
+                else:
+                    outputs.abort()
+            raise
         except BaseException:
             bar.close()
             try:

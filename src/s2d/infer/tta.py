@@ -39,8 +39,8 @@ def predict_tta(model: Any, clip: torch.Tensor, score_threshold: float = 0.0, *,
             consensus, so an object just under the threshold in one view still counts as found there.
 
     Returns:
-        ``{"scores": K, "masks": K×T×H×W bool, "mask_logits": K×T×H×W}`` like ``predict``, sorted by
-        consensus score, keeping those ≥ ``score_threshold``; with no augmentation it is ``predict`` itself.
+        ``{"scores": K, "masks": K×T×H×W bool, "mask_logits": K×T×H×W}`` like ``predict`` (and the base view's
+        ``embeds`` when the model gives them), sorted by consensus score, keeping those ≥ ``score_threshold``; with no augmentation it is ``predict`` itself.
     """
     if not flip and not scales:
         return model.predict(clip, score_threshold=score_threshold)
@@ -70,7 +70,10 @@ def predict_tta(model: Any, clip: torch.Tensor, score_threshold: float = 0.0, *,
     order = scores.argsort(descending=True)
     order = order[scores[order] >= score_threshold]
     logit = torch.logit(prob[order].clamp(1e-6, 1 - 1e-6))
-    return {"scores": scores[order], "masks": logit > 0, "mask_logits": logit}
+    out = {"scores": scores[order], "masks": logit > 0, "mask_logits": logit}
+    if "embeds" in base:  # the base view's queries name the objects
+        out["embeds"] = base["embeds"][order]
+    return out
 
 
 def _views(clip: torch.Tensor, flip: bool, scales: Sequence[float]):

@@ -10,7 +10,11 @@ Sources
       using threaded decoding; the display rotation of phone videos is applied;
     * a folder of image frames (``.jpg .jpeg .png .bmp .webp .tif .tiff``, case-insensitive), in natural
       order (``2.png`` before ``10.png``); hidden files and other files are ignored;
-    * a glob pattern such as ``"frames/*.jpg"`` (natural order of the matched paths).
+    * a glob pattern such as ``"frames/*.jpg"`` (natural order of the matched paths);
+    * a live source (:func:`is_live_source`): a network stream (``rtsp://``, ``rtmp://``, ``http(s)://``,
+      ``udp://``, ``tcp://``, ``srt://``; PyAV), standard input (``"-"``: a container stream such as MPEG-TS or
+      Matroska piped in; PyAV) or a camera (``/dev/videoN``; OpenCV's V4L2 backend). A live source has no
+      frame count, is read once, frame by frame as it arrives, and ends when the stream does.
 
 Bad input raises :class:`s2d.errors.InputError` with one line naming the file and the problem: missing
 path, a file FFmpeg cannot open, no video stream, no decodable frame, a folder without frames, mixed
@@ -43,12 +47,15 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "LIVE_TIMEOUT_S",
     "VIDEO_EXTENSIONS",
     "Frame",
     "VideoInfo",
     "VideoStream",
     "VideoWriter",
     "natural_key",
+    "is_live_source",
+    "live_name",
     "open_video",
     "probe_video",
     "read_image",
@@ -62,6 +69,10 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"})
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
+_URL = re.compile(r"^(rtsps?|rtmps?|https?|udp|tcp|srt)://", re.IGNORECASE)
+_CAMERA = re.compile(r"^/dev/video(\d+)$")
+#: seconds a network stream may take to open, and to deliver data once open, before it is an error
+LIVE_TIMEOUT_S = 10.0
 _DIGITS = re.compile(r"(\d+)")
 
 
@@ -75,7 +86,8 @@ class VideoInfo:
     Attributes:
         source: the path or glob pattern as given (as ``str``).
         name: video file stem, frame folder name, or for a glob the name of its folder.
-        kind: ``"video"``, ``"folder"`` or ``"glob"``.
+        kind: ``"video"``, ``"folder"``, ``"glob"``, or for live sources ``"stream"`` (network, stdin) or
+            ``"camera"``.
         fps: frames per second declared by the container (videos); ``None`` for folders and globs
             (callers pick a default, e.g. 25).
         width, height: size of the yielded frames, i.e. after ``max_side`` (and rotation).
@@ -115,6 +127,27 @@ class Frame:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def is_live_source(source: PathLike) -> bool:
+    """Whether ``source`` names a live source: ``"-"`` (standard input), a stream URL or ``/dev/videoN``."""
+    text = os.fspath(source)
+    return text == "-" or bool(_URL.match(text)) or bool(_CAMERA.match(text))
+
+
+def live_name(source: PathLike) -> str:
+    """The output name of a live source: ``stdin``, ``video0``, or the URL's last path part (else its host),
+    with characters other than letters, digits, ``.``, ``_`` and ``-`` replaced by ``_``."""
+    text = os.fspath(source)
+    if text == "-":
+        return "stdin"
+    cam = _CAMERA.match(text)
+    if cam:
+        return f"video{cam.group(1)}"
+    rest = _URL.sub("", text).split("?")[0].rstrip("/")
+    parts = [p for p in rest.split("/") if p]
+    stem = Path(parts[-1]).stem if len(parts) > 1 else (parts[0] if parts else "stream")
+    return re.sub(r"[^A-Za-z0-9._-]", "_", stem).strip("_") or "stream"
 
 
 #: ``open_video(start=N)`` seeks to the keyframe before frame N from this N on (below it, decoding from the
@@ -299,8 +332,11 @@ class VideoStream:
         self._declared_s: Optional[float] = None
         self._fps: Optional[float] = None
 
+        self._camera: Optional[Tuple[Any, np.ndarray]] = None  # (cv2.VideoCapture, first frame RGB)
         path = Path(os.path.expanduser(self.source))
-        if path.is_dir():
+        if is_live_source(self.source):
+            self.info = self._open_live()
+        elif path.is_dir():
             self.info = self._open_images(_image_files(path), "folder", path.resolve().name, path)
         elif path.exists():
             self.info = self._open_video(path)
@@ -324,14 +360,15 @@ class VideoStream:
         return VideoInfo(self.source, name, kind, None, ow, oh, w, h,
                          _count(total, self.start, self.end, self.stride), total)
 
-    def _open_container(self, path: Path) -> Tuple[Any, Any, Any]:
-        """Open the file, pick the first video stream and decode its first frame.
+    def _open_container(self, path: PathLike, target: Any = None, **options: Any) -> Tuple[Any, Any, Any]:
+        """Open the file (or ``target``: a URL or file object, reported as ``path``), pick the first video
+        stream and decode its first frame.
 
         Decoding one frame up front tells the real (rotated) frame size and rejects files that open
         but do not decode, before any caller has planned around them.
         """
         try:
-            container = av.open(str(path), mode="r")
+            container = av.open(str(path) if target is None else target, mode="r", **options)
         except (av.FFmpegError, OSError, ValueError) as exc:
             raise InputError(path, f"not a readable video: {_short_reason(exc)}") from None
         try:
@@ -369,11 +406,53 @@ class VideoStream:
         return VideoInfo(self.source, path.stem, "video", fps, ow, oh, w, h,
                          _count(total, self.start, self.end, self.stride), total)
 
+    def _open_live(self) -> VideoInfo:
+        """A camera (OpenCV) or a network / standard-input stream (PyAV), with its first frame read."""
+        name = live_name(self.source)
+        cam = _CAMERA.match(self.source)
+        if cam:
+            cap = cv2.VideoCapture(int(cam.group(1)), cv2.CAP_V4L2)
+            ok, bgr = cap.read() if cap.isOpened() else (False, None)
+            if not ok or bgr is None:
+                cap.release()
+                raise InputError(self.source, "cannot read from the camera (missing, busy or no permission)")
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            self._camera = (cap, rgb)
+            rate = cap.get(cv2.CAP_PROP_FPS)
+            fps = float(rate) if rate and rate > 0 else None
+            h, w = rgb.shape[:2]
+            kind = "camera"
+        else:
+            if self.source == "-":
+                import sys
+
+                target: Any = sys.stdin.buffer
+                options: Dict[str, Any] = {}
+            else:
+                target, options = self.source, {"timeout": (LIVE_TIMEOUT_S, LIVE_TIMEOUT_S)}
+            container, decoder, first = self._open_container(self.source, target, **options)
+            self._probe = (container, decoder, first)
+            rate = container.streams.video[0].average_rate or container.streams.video[0].guessed_rate
+            fps = float(rate) if rate and float(rate) > 0 else None
+            w, h = int(first.width), int(first.height)
+            kind = "stream"
+        self._fps = fps
+        ow, oh = scaled_size(w, h, self.max_side)
+        return VideoInfo(self.source, name, kind, fps, ow, oh, w, h, None, None)
+
+    @property
+    def live(self) -> bool:
+        """A live source (camera, network stream, standard input): no frame count, read once."""
+        return self.info.kind in ("camera", "stream")
+
     # ------------------------------------------------------------ iteration
     def __iter__(self) -> Iterator[Frame]:
         if self._closed:
             raise ValueError(f"{self.source}: stream is closed")
-        gen = self._iter_video() if self.info.kind == "video" else self._iter_images()
+        if self.info.kind == "camera":
+            gen = self._iter_camera()
+        else:
+            gen = self._iter_video() if self.info.kind in ("video", "stream") else self._iter_images()
         self._iterators.add(gen)
         return gen
 
@@ -408,6 +487,8 @@ class VideoStream:
         path = Path(os.path.expanduser(self.source))
         if self._probe is not None:
             (container, decoder, first), self._probe = self._probe, None
+        elif self.live:
+            raise InputError(self.source, "a live stream can be read only once")
         else:
             container, decoder, first = self._open_container(path)
         stream = container.streams.video[0]
@@ -418,7 +499,7 @@ class VideoStream:
         if self.info.num_frames == 0:  # start past the known end: nothing to decode
             container.close()
             return
-        jump = self._seek(container, stream, first)
+        jump = None if self.live else self._seek(container, stream, first)
         if jump is not None:  # decoding resumes at the keyframe before `start`
             index, pending, decoder = jump
             index -= 1
@@ -430,7 +511,8 @@ class VideoStream:
                     try:
                         frame = next(decoder)
                     except StopIteration:
-                        self._check_complete(path, index, last_time, start_s)
+                        if not self.live:  # a stream ends when it ends
+                            self._check_complete(path, index, last_time, start_s)
                         return
                     except (av.FFmpegError, OSError, ValueError, EOFError) as exc:
                         err = InputError(path, f"corrupt video stream after frame {index} "
@@ -445,6 +527,29 @@ class VideoStream:
                 del frame  # release the decoder buffer before decoding the next frame
         finally:
             container.close()
+
+    def _iter_camera(self) -> Iterator[Frame]:
+        if self._camera is None:
+            raise InputError(self.source, "a camera can be read only once per open_video")
+        cap, first = self._camera
+        self._camera = None
+        pending: Optional[np.ndarray] = first
+        index = -1
+        try:
+            while self.end is None or index + 1 < self.end:
+                if pending is not None:
+                    rgb, pending = pending, None
+                else:
+                    ok, bgr = cap.read()
+                    if not ok:  # unplugged or closed: the stream ends
+                        return
+                    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                index += 1
+                if self._wanted(index):
+                    yield Frame(index, np.ascontiguousarray(_resize(rgb, self.info.width, self.info.height)),
+                                f"{index:05d}")
+        finally:
+            cap.release()
 
     def _seek(self, container: Any, stream: Any, first: Any) -> Optional[Tuple[int, Any, Any]]:
         """Jump to the keyframe at or before frame ``start`` instead of decoding every frame before it.
@@ -514,6 +619,9 @@ class VideoStream:
         if self._probe is not None:
             self._probe[0].close()
             self._probe = None
+        if self._camera is not None:
+            self._camera[0].release()
+            self._camera = None
         self._first_image = None
 
     def __enter__(self) -> "VideoStream":
@@ -540,7 +648,8 @@ def open_video(
     """Open a video file, frame folder or glob for streaming.
 
     Args:
-        source: path of a video file or frame folder, or a glob pattern of image files.
+        source: path of a video file or frame folder, a glob pattern of image files, or a live source
+            (``"-"``, a stream URL, ``/dev/videoN``; see the module docstring).
         start, end, stride: yield source frames ``range(start, end, stride)``; ``end`` is exclusive and
             ``None`` means to the end. A ``start`` past the end yields nothing (``info.num_frames == 0``
             where the count is known).

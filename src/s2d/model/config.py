@@ -115,6 +115,11 @@ class ModelConfig:
         self_attn_key_pos: add the query positional embedding to the keys of the decoder's self-attention as
             well as to its queries (Mask2Former: ``q = k = tgt + query_pos``; on in the ``paper`` preset). Off:
             queries only, the layout the shipped ``cpu`` model was trained with.
+        query_propagation: the online model (``s2d segment --online``): frames go through the decoder one at a
+            time and each frame's queries start from the previous frame's (the learned query features plus a
+            zero-initialised linear map of the previous frame's query embeddings), so query ``k`` follows the
+            same object from frame to frame. A clip of T frames is unrolled in :meth:`forward`; a model
+            distilled from an offline one starts out equal to it on single frames.
         size_divisibility: inputs are zero-padded (after normalisation) to a multiple of this.
         loss: :class:`LossConfig` used when training this model.
     """
@@ -140,6 +145,7 @@ class ModelConfig:
     pre_norm: bool = False
     enforce_input_proj: bool = False
     self_attn_key_pos: bool = False
+    query_propagation: bool = False
     size_divisibility: int = 32
     loss: LossConfig = field(default_factory=LossConfig)
 

@@ -137,9 +137,19 @@ class VideoSetCriterion(nn.Module):
                 "loss_dice": dice_loss(logits, labels, num_masks),
                 "num_pairs": torch.tensor(float(k))}
 
+    def match(self, outputs: Dict[str, Any], targets: Sequence[Dict[str, torch.Tensor]],
+              generator: Optional[torch.Generator] = None) -> Indices:
+        """The Hungarian matching of the final prediction to ``targets`` (objects absent from the whole clip left
+        out, as :meth:`forward` does): per clip ``(query indices, target indices)``. Pass it back to
+        :meth:`forward` to compute the losses of exactly this matching."""
+        main = {k: v for k, v in outputs.items() if k != "aux_outputs"}
+        return self.matcher(main, [_drop_absent_objects(t) for t in targets], generator)
+
     def _one(self, outputs: Dict[str, torch.Tensor], targets: Sequence[Dict[str, torch.Tensor]],
-             num_instances: float, with_class: bool, generator: Optional[torch.Generator]) -> Dict[str, torch.Tensor]:
-        indices = self.matcher(outputs, targets, generator)
+             num_instances: float, with_class: bool, generator: Optional[torch.Generator],
+             indices: Optional[Indices] = None) -> Dict[str, torch.Tensor]:
+        if indices is None:
+            indices = self.matcher(outputs, targets, generator)
         out = self.mask_losses(outputs["pred_masks"], targets, indices, num_instances, generator)
         if with_class:
             out["loss_ce"] = objectness_loss(outputs["pred_logits"], [s for s, _ in indices],
@@ -147,17 +157,18 @@ class VideoSetCriterion(nn.Module):
         return out
 
     def forward(self, outputs: Dict[str, Any], targets: Sequence[Dict[str, torch.Tensor]],
-                generator: Optional[torch.Generator] = None, num_instances: Optional[float] = None
-                ) -> Dict[str, torch.Tensor]:
+                generator: Optional[torch.Generator] = None, num_instances: Optional[float] = None,
+                indices: Optional[Indices] = None) -> Dict[str, torch.Tensor]:
         """Losses of a batch. ``num_instances`` overrides the instance count used for normalisation (DDP:
-        pass the all-reduced mean count per process, as the reference)."""
+        pass the all-reduced mean count per process, as the reference). ``indices``: the final prediction's
+        matching from :meth:`match` (default: matched here)."""
         c = self.config
         if len(targets) != outputs["pred_masks"].shape[0]:
             raise ValueError(f"{len(targets)} targets for a batch of {outputs['pred_masks'].shape[0]} clips")
         targets = [_drop_absent_objects(t) for t in targets]
         n_inst = float(sum(int(t["masks"].shape[0]) for t in targets)) if num_instances is None else num_instances
         main = {k: v for k, v in outputs.items() if k != "aux_outputs"}
-        losses = self._one(main, targets, n_inst, c.class_weight > 0, generator)
+        losses = self._one(main, targets, n_inst, c.class_weight > 0, generator, indices)
         total = self._weighted(losses)
         if c.deep_supervision:
             for i, aux in enumerate(outputs.get("aux_outputs", [])):

@@ -108,7 +108,8 @@ class VideoTransformerDecoder(nn.Module):
 
     def __init__(self, in_channels: int, hidden_dim: int, num_queries: int, nheads: int, dim_feedforward: int,
                  dec_layers: int, mask_dim: int, dropout: float = 0.0, pre_norm: bool = False,
-                 num_levels: int = 3, enforce_input_proj: bool = False, self_attn_key_pos: bool = False) -> None:
+                 num_levels: int = 3, enforce_input_proj: bool = False, self_attn_key_pos: bool = False,
+                 query_propagation: bool = False) -> None:
         super().__init__()
         self.hidden_dim, self.num_queries, self.nheads = hidden_dim, num_queries, nheads
         self.num_levels = num_levels
@@ -119,6 +120,13 @@ class VideoTransformerDecoder(nn.Module):
         self.decoder_norm = nn.LayerNorm(hidden_dim)
         self.query_feat = nn.Embedding(num_queries, hidden_dim)
         self.query_embed = nn.Embedding(num_queries, hidden_dim)
+        # online model: the previous frame's query embeddings, mapped and added to the learned query features;
+        # zero-initialised so that a model started from an offline one is that model on every frame at first
+        self.propagate: Optional[nn.Linear] = None
+        if query_propagation:
+            self.propagate = nn.Linear(hidden_dim, hidden_dim)
+            nn.init.zeros_(self.propagate.weight)
+            nn.init.zeros_(self.propagate.bias)
         self.level_embed = nn.Embedding(num_levels, hidden_dim)
         self.input_proj = nn.ModuleList()
         for _ in range(num_levels):
@@ -138,11 +146,14 @@ class VideoTransformerDecoder(nn.Module):
                     nn.init.xavier_uniform_(p)
 
     def forward(self, memory: List[torch.Tensor], mask_features: torch.Tensor,
-                aux: bool = True) -> Dict[str, object]:
-        """``memory``: ``num_levels`` maps ``(B·T)×C×h×w`` (coarse → fine); ``mask_features``: ``B×T×D×H×W``.
+                aux: bool = True, prev: Optional[torch.Tensor] = None) -> Dict[str, object]:
+        """``memory``: ``num_levels`` maps ``(B·T)×C×h×w`` (coarse → fine); ``mask_features``: ``B×T×D×H×W``;
+        ``prev``: the previous frame's ``pred_embeds`` (``B×Q×C``), for a decoder built with query propagation.
 
-        Returns ``{"pred_logits": B×Q×2, "pred_masks": B×Q×T×H×W, "aux_outputs": [{...}] * dec_layers}``;
-        with ``aux=False`` the auxiliary list is empty and their full-resolution masks are never computed.
+        Returns ``{"pred_logits": B×Q×2, "pred_masks": B×Q×T×H×W, "pred_embeds": B×Q×C, "aux_outputs":
+        [{...}] * dec_layers}``; ``pred_embeds`` are the last layer's normalised query features (what the heads
+        read: an object's identity in feature space, used to link tubes across chunks). With ``aux=False`` the
+        auxiliary list is empty and their full-resolution masks are never computed.
         """
         b, t = mask_features.shape[:2]
         srcs, poss, sizes = [], [], []
@@ -162,6 +173,8 @@ class VideoTransformerDecoder(nn.Module):
 
         query_pos = self.query_embed.weight[None].expand(b, -1, -1)
         out = self.query_feat.weight[None].expand(b, -1, -1)
+        if prev is not None and self.propagate is not None:
+            out = out + self.propagate(prev.to(out.dtype))
         n_layers = len(self.cross)
 
         preds = [self._heads(out, mask_features, small[0], full=aux or n_layers == 0)]
@@ -176,6 +189,7 @@ class VideoTransformerDecoder(nn.Module):
         return {
             "pred_logits": preds[-1][0],
             "pred_masks": preds[-1][1],
+            "pred_embeds": self.decoder_norm(out),
             "aux_outputs": [{"pred_logits": lg, "pred_masks": mk} for lg, mk, _ in preds[:-1]] if aux else [],
         }
 

@@ -55,7 +55,8 @@ class VideoMask2Former(nn.Module):
         self.pixel_decoder = build_pixel_decoder(cfg, self.backbone.out_channels)
         self.decoder = VideoTransformerDecoder(cfg.conv_dim, cfg.hidden_dim, cfg.num_queries, cfg.nheads,
                                                cfg.dim_feedforward, cfg.dec_layers, cfg.mask_dim, cfg.dropout,
-                                               cfg.pre_norm, 3, cfg.enforce_input_proj, cfg.self_attn_key_pos)
+                                               cfg.pre_norm, 3, cfg.enforce_input_proj, cfg.self_attn_key_pos,
+                                               cfg.query_propagation)
         self.to(device)
         self.train()
 
@@ -96,7 +97,8 @@ class VideoMask2Former(nn.Module):
         return self.pixel_decoder(feats)
 
     def forward(self, clips: torch.Tensor, normalized: bool = False, aux: Optional[bool] = None,
-                encoded: Optional[Tuple[torch.Tensor, List[torch.Tensor]]] = None) -> Dict[str, Any]:
+                encoded: Optional[Tuple[torch.Tensor, List[torch.Tensor]]] = None,
+                prev_queries: Optional[torch.Tensor] = None) -> Dict[str, Any]:
         """Predict mask tubes and objectness for a batch of clips.
 
         Args:
@@ -106,6 +108,8 @@ class VideoMask2Former(nn.Module):
             aux: also return the auxiliary predictions (deep supervision); default: in training mode only.
             encoded: :meth:`encode` of the ``B·T`` frames, computed earlier (then only their shape is read
                 from ``clips``).
+            prev_queries: for the online model (``query_propagation``): the ``pred_embeds`` of the frame
+                before the clip (``B×Q×C``); ``None`` starts from the learned queries alone.
 
         Returns:
             ``{"pred_logits": B×Q×2, "pred_masks": B×Q×T×ceil(H/4)×ceil(W/4), "aux_outputs": [...]}``;
@@ -125,7 +129,11 @@ class VideoMask2Former(nn.Module):
             if mask_features.shape[0] != b * t:
                 raise ValueError(f"encoded features of {mask_features.shape[0]} frames for {b}×{t} frames")
         mask_features = mask_features.view(b, t, *mask_features.shape[1:])
-        out = self.decoder(memory, mask_features, aux=self.training if aux is None else aux)
+        aux = self.training if aux is None else aux
+        if self.config.query_propagation:
+            out = self._unroll(memory, mask_features, aux, prev_queries)
+        else:
+            out = self.decoder(memory, mask_features, aux=aux)
         hm, wm = -(-h // 4), -(-w // 4)
         if (hm, wm) != tuple(out["pred_masks"].shape[-2:]):
             out["pred_masks"] = out["pred_masks"][..., :hm, :wm]
@@ -133,17 +141,44 @@ class VideoMask2Former(nn.Module):
                 a["pred_masks"] = a["pred_masks"][..., :hm, :wm]
         return out
 
+    def _unroll(self, memory: List[torch.Tensor], mask_features: torch.Tensor, aux: bool,
+                prev: Optional[torch.Tensor]) -> Dict[str, Any]:
+        """The online model on a clip: the decoder on one frame at a time, each frame's queries started from the
+        previous frame's embeddings. Masks are stacked over the frames, objectness is the mean of the frames'
+        logits (a query's score for the clip), ``pred_embeds`` are the last frame's."""
+        b, t = mask_features.shape[:2]
+        frames = []
+        for i in range(t):
+            mem = [m.view(b, t, *m.shape[1:])[:, i] for m in memory]
+            out = self.decoder(mem, mask_features[:, i:i + 1], aux=aux, prev=prev)
+            prev = out["pred_embeds"]
+            frames.append(out)
+
+        def stack(outs: List[Dict[str, Any]]) -> Dict[str, Any]:
+            return {"pred_logits": torch.stack([o["pred_logits"] for o in outs]).mean(0),
+                    "pred_masks": torch.cat([o["pred_masks"] for o in outs], dim=2)}
+
+        res = stack(frames)
+        res["pred_embeds"] = frames[-1]["pred_embeds"]
+        levels = len(frames[0]["aux_outputs"])
+        res["aux_outputs"] = [stack([f["aux_outputs"][k] for f in frames]) for k in range(levels)]
+        return res
+
     @torch.no_grad()
     def predict(self, clip: torch.Tensor, normalized: bool = False, size: Optional[tuple] = None,
                 score_threshold: float = 0.0, top_k: Optional[int] = None,
-                encoded: Optional[Tuple[torch.Tensor, List[torch.Tensor]]] = None) -> Dict[str, torch.Tensor]:
+                encoded: Optional[Tuple[torch.Tensor, List[torch.Tensor]]] = None,
+                prev_queries: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         """Inference on one clip ``T×3×H×W`` (or ``1×T×3×H×W``) in eval mode.
 
         Scores are Mask2Former's: softmax object probability × mask quality (mean sigmoid inside the
-        binarised mask). Returns ``{"scores": K, "masks": K×T×H×W bool, "mask_logits": K×T×H×W float}``
-        sorted by score (highest first), at ``size`` (default: the input size), keeping queries with score
-        ≥ ``score_threshold`` and at most ``top_k``. The module's train/eval mode is restored afterwards.
+        binarised mask). Returns ``{"scores": K, "masks": K×T×H×W bool, "mask_logits": K×T×H×W float,
+        "embeds": K×C}`` sorted by score (highest first), at ``size`` (default: the input size), keeping queries
+        with score ≥ ``score_threshold`` and at most ``top_k``; ``embeds`` are the queries' features at unit
+        length (compare them by dot product). The module's train/eval mode is restored afterwards.
         ``encoded``: the clip's :meth:`encode` output when the caller has it already (computed in eval mode).
+        For the online model, ``prev_queries`` is the previous frame's ``"queries"`` entry of the result: the
+        embeddings of all Q queries (``1×Q×C``), to pass on with the next frame.
         """
         if clip.ndim == 5:
             if clip.shape[0] != 1:
@@ -154,7 +189,7 @@ class VideoMask2Former(nn.Module):
         was = self.training
         self.eval()
         try:
-            out = self(clip[None], normalized=normalized, aux=False, encoded=encoded)
+            out = self(clip[None], normalized=normalized, aux=False, encoded=encoded, prev_queries=prev_queries)
         finally:
             self.train(was)
         prob = out["pred_logits"][0].float().softmax(-1)[:, 0]
@@ -163,6 +198,7 @@ class VideoMask2Former(nn.Module):
         # skip upsampling them (most of the cost at full resolution; exact, not an approximation)
         cand = (prob >= score_threshold).nonzero().flatten()
         prob, logits = prob[cand], logits[cand]
+        embeds = F.normalize(out["pred_embeds"][0].float()[cand], dim=-1)
         # upsample to the padded-then-cropped stride-4 grid's extent: stride 4 covers 4·h4 ≥ H pixels
         q, t, h4, w4 = logits.shape
         up = F.interpolate(logits, size=(h4 * 4, w4 * 4), mode="bilinear", align_corners=False)[..., :h, :w]
@@ -176,7 +212,8 @@ class VideoMask2Former(nn.Module):
         order = order[scores[order] >= score_threshold]
         if top_k is not None:
             order = order[:top_k]
-        return {"scores": scores[order], "masks": masks[order], "mask_logits": up[order]}
+        return {"scores": scores[order], "masks": masks[order], "mask_logits": up[order], "embeds": embeds[order],
+                "queries": out["pred_embeds"]}
 
     # ------------------------------------------------------------------ checkpoints
 

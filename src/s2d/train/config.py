@@ -27,10 +27,10 @@ from s2d.model.config import ModelConfig, apply_overrides, model_preset
 if TYPE_CHECKING:
     from s2d.infer.config import SegmentConfig
 
-__all__ = ["SolverConfig", "DataConfig", "DistillConfig", "DenseConfig", "TrainConfig", "TRAIN_PRESETS",
+__all__ = ["SolverConfig", "DataConfig", "DistillConfig", "DenseConfig", "OnlineConfig", "TrainConfig", "TRAIN_PRESETS",
            "STAGES", "train_preset", "load_train_config", "apply_train_overrides"]
 
-STAGES = ("distill", "self-distill")
+STAGES = ("distill", "self-distill", "online")
 
 
 @dataclass(frozen=True)
@@ -159,6 +159,35 @@ class DenseConfig:
 
 
 @dataclass(frozen=True)
+class OnlineConfig:
+    """Stage ``online``: a per-frame student distilled from the offline model (offline-to-online distillation
+    after OOKD, arXiv 2302.07516).
+
+    The student is the offline model's architecture with query propagation (:class:`~s2d.model.ModelConfig`),
+    started from the offline weights; it sees a clip one frame at a time, each frame's queries starting from
+    the previous frame's. The frozen offline model predicts tubes on the whole clip; its queries scoring at
+    least ``score_threshold`` are the targets (query filtering), matched one-to-one to the student's queries
+    over the whole clip (association), so a student query must follow one object through the frames. The
+    student learns their masks (mask losses), their scores (objectness, weight ``class_weight``: unmatched
+    queries learn "no object") and their query embeddings (``1 − cos``, weight ``embed_weight``), plus the
+    sparse keymask labels as in ``distill`` (weight ``label_weight``).
+
+    Attributes:
+        teacher: the offline model to distil (a checkpoint path); ``None``: the run's ``model.pt``.
+        iters: optimisation steps of the stage.
+        score_threshold: τ, the teacher queries kept as targets.
+        class_weight, embed_weight, label_weight: loss weights (see above).
+    """
+
+    teacher: Optional[str] = None
+    iters: int = 300
+    score_threshold: float = 0.75
+    class_weight: float = 2.0
+    embed_weight: float = 1.0
+    label_weight: float = 1.0
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything ``train()`` needs besides the data paths."""
 
@@ -180,6 +209,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     dense: DenseConfig = field(default_factory=DenseConfig)
+    online: OnlineConfig = field(default_factory=OnlineConfig)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -229,6 +259,14 @@ class TrainConfig:
                                f"got {self.dense.max_frames!r}")
         if self.dense.window < 1 or not 0 <= self.dense.overlap < self.dense.window:
             raise SettingError("need dense.window ≥ 1 and 0 ≤ dense.overlap < dense.window")
+        o = self.online
+        if not isinstance(o.iters, int) or o.iters < 1:
+            raise SettingError(f"online.iters must be an integer ≥ 1, got {o.iters!r}")
+        if not 0.0 <= o.score_threshold <= 1.0:
+            raise SettingError(f"online.score_threshold must be in [0, 1], got {o.score_threshold}")
+        for name in ("class_weight", "embed_weight", "label_weight"):
+            if getattr(o, name) < 0:
+                raise SettingError(f"online.{name} must be ≥ 0, got {getattr(o, name)}")
         self.model_config()  # raises SettingError on bad model name/overrides
         return self
 
@@ -260,6 +298,7 @@ def _tiny() -> TrainConfig:
         data=DataConfig(batch_size=2, size=(64, 64), min_scale=1.0, max_scale=1.2),
         distill=DistillConfig(ema_momentum=0.9),
         dense=DenseConfig(max_side=64, refine="none"),
+        online=OnlineConfig(iters=4),
     )
 
 

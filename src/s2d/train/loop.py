@@ -15,6 +15,8 @@ Run folder layout (``run_dir``)::
     self-distill/last.pt, self-distill/model.pt
     dense_labels_2.json       with ``self_distill_rounds`` ≥ 2: labels predicted by round 1's model ...
     self-distill-2/last.pt, self-distill-2/model.pt   ... and round 2 trained on them (and so on)
+    online/last.pt, online/model.pt   stage ``online``: the per-frame student distilled from model.pt
+    online.pt                 ... compact, for ``s2d segment --online --model RUN/online.pt``
     model.pt                  the run's result: the last stage's model, compact (float16, no unused weights;
                               ``s2d segment --model`` loads it; it is what ships as the default model)
 
@@ -45,7 +47,7 @@ from torch import nn
 from s2d.errors import InputError, S2DError, SettingError
 from s2d.io.atomic import atomic_path, remove_stale_temps
 from s2d.model import ModelConfig, VideoMask2Former, VideoSetCriterion
-from s2d.train.config import TrainConfig, load_train_config
+from s2d.train.config import STAGES, TrainConfig, load_train_config
 from s2d.train.data import ClipDataset, load_labelset
 from s2d.train.ddp import DistEnv, all_reduce_mean, any_true, barrier, init_distributed, wrap_ddp
 from s2d.train.ema import EMATeacher, unwrap
@@ -276,6 +278,7 @@ class _Stage:
     opt: torch.optim.Optimizer
     sched: torch.optim.lr_scheduler.LambdaLR
     step: int = 0
+    offline: Optional[VideoMask2Former] = None  # stage online: the frozen offline model it distils
 
     def result(self, skipped: bool = False) -> StageResult:
         return StageResult(self.name, self.step, self.last, self.final, self.model, self.teacher.model,
@@ -315,6 +318,8 @@ class _MetricsClock:
 
 
 def _stage_length(cfg: TrainConfig, stage: str, max_iter: Optional[int]) -> int:
+    if stage == "online":
+        return int(max_iter or cfg.online.iters)
     return int(max_iter or (cfg.solver.self_distill_iter
                             if stage.startswith("self-distill") and cfg.solver.self_distill_iter
                             else cfg.solver.max_iter))
@@ -327,19 +332,38 @@ def _build_stage(cfg: TrainConfig, env: DistEnv, stage: str, data: PathLike, tot
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % (2 ** 32))
     random.seed(cfg.seed)
-    mcfg = cfg.model_config()
-    model = VideoMask2Former(mcfg, "cpu")
+    offline = None
     ckpt = _read_train_checkpoint(last) if (resume and last.exists()) else None
-    if ckpt is None and init is not None:
-        model.load_checkpoint(init)
+    if stage == "online":  # the student is the offline model's architecture with query propagation
+        if init is None:
+            raise SettingError("the online stage needs the offline model to distil (online.teacher)")
+        offline = VideoMask2Former.from_checkpoint(init, device=env.device).eval().requires_grad_(False)
+        mcfg = offline.config.replace(query_propagation=True)
+        model = VideoMask2Former(mcfg, "cpu", backbone_random_init=True)
+        if ckpt is None:
+            _load_offline_weights(model, offline, init)
+    else:
+        mcfg = cfg.model_config()
+        model = VideoMask2Former(mcfg, "cpu")
+        if ckpt is None and init is not None:
+            model.load_checkpoint(init)
     model.to(env.device)
     teacher = EMATeacher(model, cfg.distill.ema_momentum, cfg.distill.ema_warmup)
     opt = build_optimizer(model, cfg)
     sched = build_scheduler(opt, cfg, total)
-    st = _Stage(stage, cfg, mcfg, env, data, total, last, final, model, teacher, opt, sched)
+    st = _Stage(stage, cfg, mcfg, env, data, total, last, final, model, teacher, opt, sched, offline=offline)
     if ckpt is not None:
         _restore(st, ckpt)
     return st, ckpt is not None
+
+
+def _load_offline_weights(student: VideoMask2Former, offline: VideoMask2Former, path: PathLike) -> None:
+    """Start the online student from the offline model: every weight but the (zero-initialised) propagation."""
+    got = student.load_state_dict({k: v.detach().cpu() for k, v in offline.state_dict().items()}, strict=False)
+    missing = [k for k in got.missing_keys if not k.startswith("decoder.propagate.")]
+    if missing or got.unexpected_keys:
+        raise InputError(path, f"not an offline model of this architecture (missing {missing[:4]}, "
+                               f"unexpected {got.unexpected_keys[:4]})")
 
 
 def _stored_model_config(stored: Any) -> Dict[str, Any]:
@@ -385,7 +409,8 @@ def _prepare_loop(st: _Stage, videos_root: PathLike, run_dir: PathLike, resumed:
     dataset = ClipDataset(st.data, videos_root, cfg.data, seed=cfg.seed + (0 if st.name == "distill" else 7919))
     student = wrap_ddp(st.model, st.env, find_unused_parameters=mcfg.loss.class_weight == 0)
     criterion = VideoSetCriterion(mcfg.loss)
-    kd_criterion = VideoSetCriterion(dataclasses.replace(mcfg.loss, class_weight=cfg.distill.class_weight))
+    kd_class = cfg.online.class_weight if st.name == "online" else cfg.distill.class_weight
+    kd_criterion = VideoSetCriterion(dataclasses.replace(mcfg.loss, class_weight=kd_class))
     metrics_path = Path(run_dir) / "metrics.jsonl"
     if st.env.is_main:
         sdir = st.last.parent
@@ -448,6 +473,8 @@ def _train_step(st: _Stage, loop: _Loop) -> _StepLosses:
 def _step_losses(st: _Stage, loop: _Loop, clips: torch.Tensor, gt: List[Dict[str, torch.Tensor]]) -> _StepLosses:
     """Student forward; keymask loss plus, with distillation on, ``distill.weight`` × the loss against the
     teacher's targets."""
+    if st.offline is not None:
+        return _online_losses(st, loop, clips, gt)
     cfg, env = st.cfg, st.env
     loop.student.train()
     out = loop.student(clips)
@@ -463,6 +490,34 @@ def _step_losses(st: _Stage, loop: _Loop, clips: torch.Tensor, gt: List[Dict[str
         loss_kd = loop.kd_criterion(out, kd_t, num_instances=_num_instances(kd_t, env))["loss"]
         loss = loss + cfg.distill.weight * loss_kd
     return _StepLosses(loss, float(loss.detach()), losses, loss_kd, n_teacher)
+
+
+def _online_losses(st: _Stage, loop: _Loop, clips: torch.Tensor, gt: List[Dict[str, torch.Tensor]]) -> _StepLosses:
+    """Stage online (:class:`~s2d.train.config.OnlineConfig`): the student unrolled frame by frame against the
+    offline model's confident tubes (masks, objectness, query embeddings) and the keymask labels."""
+    oc, env = st.cfg.online, st.env
+    assert st.offline is not None
+    loop.student.train()
+    out = loop.student(clips)  # query propagation: one frame at a time
+    losses = loop.criterion(out, gt, num_instances=_num_instances(gt, env))
+    with torch.no_grad():
+        t_out = st.offline(clips, aux=False)
+    keep = [((t_out["pred_logits"][b].float().softmax(-1)[:, 0] >= oc.score_threshold)).nonzero().flatten()
+            for b in range(clips.shape[0])]
+    kd_t = teacher_targets(t_out, clips.shape[-2:], oc.score_threshold, st.cfg.distill.mask_threshold)
+    for b, t in enumerate(kd_t):  # tubes with no pixel are no targets (the criterion drops them too)
+        present = t["masks"].flatten(1).any(1)
+        keep[b], kd_t[b] = keep[b][present], {k: v[present] for k, v in t.items()}
+    indices = loop.kd_criterion.match(out, kd_t)
+    loss_kd = loop.kd_criterion(out, kd_t, num_instances=_num_instances(kd_t, env), indices=indices)["loss"]
+    pairs = [(out["pred_embeds"][b, src], t_out["pred_embeds"][b, keep[b][tgt.to(keep[b].device)]])
+             for b, (src, tgt) in enumerate(indices)]
+    s_emb = torch.cat([p[0] for p in pairs]) if pairs else out["pred_embeds"][:, :0].flatten(0, 1)
+    t_emb = torch.cat([p[1] for p in pairs]) if pairs else s_emb.detach()
+    loss_emb = (1 - F.cosine_similarity(s_emb, t_emb.detach(), dim=-1)).mean() if len(s_emb) else s_emb.sum() * 0
+    loss_kd = loss_kd + oc.embed_weight * loss_emb
+    loss = oc.label_weight * losses["loss"] + loss_kd
+    return _StepLosses(loss, float(loss.detach()), losses, loss_kd, sum(int(t["masks"].shape[0]) for t in kd_t))
 
 
 def _check_finite(st: _Stage, value: float) -> None:
@@ -540,7 +595,9 @@ def train(config: Union[TrainConfig, str, PathLike, None], data: PathLike, video
         run_dir: output folder (see the module docstring for its layout).
         resume: continue an interrupted run (finished stages are skipped, the dense labelset reused).
         overrides: ``key=value`` strings (see :func:`s2d.train.config.apply_train_overrides`).
-        stages: subset of ``("distill", "self-distill")``; default ``config.stages``. ``self-distill`` alone
+        stages: subset of ``("distill", "self-distill", "online")``; default ``config.stages``. ``online``
+            distils the run's ``model.pt`` (or ``online.teacher``) into a per-frame model, ``RUN/online.pt``
+            (:class:`~s2d.train.config.OnlineConfig`). ``self-distill`` alone
             needs ``run_dir/distill/model.pt`` from an earlier run.
         device: ``"cpu"``, ``"cuda"``...; default CUDA when available (``cuda:LOCAL_RANK`` under torchrun).
 
@@ -550,8 +607,8 @@ def train(config: Union[TrainConfig, str, PathLike, None], data: PathLike, video
         else config.validate()
     stages = list(stages or cfg.stages)
     for s in stages:
-        if s not in ("distill", "self-distill"):
-            raise SettingError(f"unknown stage {s!r}; choose from distill, self-distill")
+        if s not in STAGES:
+            raise SettingError(f"unknown stage {s!r}; choose from {', '.join(STAGES)}")
     load_labelset(data)  # validate early, one-line error on a bad file
     env = init_distributed(device)
     run = Path(run_dir)
@@ -583,8 +640,22 @@ def train(config: Union[TrainConfig, str, PathLike, None], data: PathLike, video
                                          progress=progress, env=env)
             teacher_ckpt = results[stage].model_path  # the next round's labels come from this round's model
     if env.is_main and results:
-        last = list(results.values())[-1]
-        final = VideoMask2Former.from_checkpoint(last.model_path)
-        extra = dict(torch.load(last.model_path, map_location="cpu", weights_only=True).get("extra", {}))
-        final.save_checkpoint(run / "model.pt", extra=extra, compact=True)
+        _save_compact(list(results.values())[-1].model_path, run / "model.pt")
+    if "online" in stages:
+        offline = Path(cfg.online.teacher) if cfg.online.teacher else run / "model.pt"
+        if not offline.is_file():
+            raise InputError(offline, "the online stage distils the offline model: train the offline stages "
+                                      "first, or set online.teacher=PATH")
+        barrier(env)
+        results["online"] = train_stage(cfg, data, videos_root, run, "online", resume=resume, init=offline,
+                                        progress=progress, env=env)
+        if env.is_main:
+            _save_compact(results["online"].model_path, run / "online.pt")
     return results
+
+
+def _save_compact(model_path: Path, dest: Path) -> None:
+    """A stage's final model as the run's compact result (float16, unused weights left out)."""
+    final = VideoMask2Former.from_checkpoint(model_path)
+    extra = dict(torch.load(model_path, map_location="cpu", weights_only=True).get("extra", {}))
+    final.save_checkpoint(dest, extra=extra, compact=True)
