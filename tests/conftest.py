@@ -45,3 +45,16 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random-init video Mask2Former (seed 0) saved as a checkpoint, for inference tests."""
+    import torch
+
+    from s2d.model import VideoMask2Former
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    VideoMask2Former("tiny").save_checkpoint(path)
+    return path

@@ -21,16 +21,6 @@ from s2d.types import FrameResult
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from s2d.model import VideoMask2Former
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    VideoMask2Former("tiny").save_checkpoint(path)
-    return path
-
-
 def scene(n: int, h: int = 40, w: int = 60) -> List[np.ndarray]:
     """Random background with a textured square moving right 2 px per frame."""
     rng = np.random.default_rng(1)

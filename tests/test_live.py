@@ -59,18 +59,6 @@ def ts_packets(imgs: List[np.ndarray], fps: int = 10) -> Iterator[bytes]:
     yield buf.getvalue()
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-
-    from s2d.model import VideoMask2Former
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    VideoMask2Former("tiny").save_checkpoint(path)
-    return path
-
-
 def s2d(*args: str, **kw) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.Popen([sys.executable, "-m", "s2d", *args], env=env, stdout=subprocess.PIPE,
@@ -87,9 +75,9 @@ def test_live_source_names(source: str, live: bool, name: str):
         assert live_name(source) == name
 
 
-def test_stdin_pipe_segments_online(tmp_path: Path, ckpt: Path):
+def test_stdin_pipe_segments_online(tmp_path: Path, tiny_ckpt: Path):
     data = b"".join(ts_packets(frames(10)))
-    p = s2d("segment", "-", "-o", str(tmp_path / "out"), "--model", str(ckpt), *ONLINE,
+    p = s2d("segment", "-", "-o", str(tmp_path / "out"), "--model", str(tiny_ckpt), *ONLINE,
             "--format", "ytvis,davis,mots", stdin=subprocess.PIPE)
     out, err = p.communicate(data, timeout=300)
     assert p.returncode == 0, err.decode()
@@ -118,7 +106,7 @@ def loopback(tmp_path: Path) -> Iterator[str]:
         srv.server_close()
 
 
-def test_loopback_http_stream_reads_frame_by_frame(tmp_path: Path, loopback: str, ckpt: Path):
+def test_loopback_http_stream_reads_frame_by_frame(tmp_path: Path, loopback: str, tiny_ckpt: Path):
     (tmp_path / "cam.ts").write_bytes(b"".join(ts_packets(frames(8))))
     with open_video(f"{loopback}/cam.ts") as stream:
         assert stream.live and stream.info.kind == "stream" and stream.info.num_frames is None
@@ -126,24 +114,24 @@ def test_loopback_http_stream_reads_frame_by_frame(tmp_path: Path, loopback: str
         with pytest.raises(InputError, match="only once"):
             next(iter(stream))
     assert got == list(range(8))
-    p = s2d("segment", f"{loopback}/cam.ts", "-o", str(tmp_path / "out"), "--model", str(ckpt), *ONLINE,
+    p = s2d("segment", f"{loopback}/cam.ts", "-o", str(tmp_path / "out"), "--model", str(tiny_ckpt), *ONLINE,
             "--format", "davis")
     _, err = p.communicate(timeout=300)
     assert p.returncode == 0, err.decode()
     assert len(list((tmp_path / "out" / "cam" / "davis").glob("*.png"))) == 8
 
 
-def test_missing_stream_is_one_line(tmp_path: Path, loopback: str, ckpt: Path):
-    p = s2d("segment", f"{loopback}/absent.ts", "-o", str(tmp_path / "out"), "--model", str(ckpt), *ONLINE)
+def test_missing_stream_is_one_line(tmp_path: Path, loopback: str, tiny_ckpt: Path):
+    p = s2d("segment", f"{loopback}/absent.ts", "-o", str(tmp_path / "out"), "--model", str(tiny_ckpt), *ONLINE)
     _, err = p.communicate(timeout=300)
     lines = err.decode().strip().splitlines()
     assert p.returncode == 1 and "Traceback" not in err.decode()
     assert any("absent.ts" in ln and "404" in ln for ln in lines)
 
 
-def test_ctrl_c_on_a_live_stream_completes_the_outputs(tmp_path: Path, ckpt: Path):
+def test_ctrl_c_on_a_live_stream_completes_the_outputs(tmp_path: Path, tiny_ckpt: Path):
     """A stream that never ends: after some frames Ctrl-C; every output holds the frames segmented so far."""
-    p = s2d("segment", "-", "-o", str(tmp_path / "out"), "--model", str(ckpt), *ONLINE,
+    p = s2d("segment", "-", "-o", str(tmp_path / "out"), "--model", str(tiny_ckpt), *ONLINE,
             "--format", "ytvis,davis,mots,overlay", stdin=subprocess.PIPE)
     assert p.stdin is not None
     pngs = tmp_path / "out" / "stdin" / "davis"

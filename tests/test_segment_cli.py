@@ -26,18 +26,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 FAST = ["--score-threshold", "0", "--max-side", "64", "--chunk", "4", "--overlap", "1"]
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-
-    from s2d.model import VideoMask2Former
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    VideoMask2Former("tiny").save_checkpoint(path)
-    return path
-
-
 def clip(n: int, h: int = 48, w: int = 64) -> List[np.ndarray]:
     rng = np.random.default_rng(0)
     bg = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
@@ -96,14 +84,14 @@ def check_outputs(folder: Path, T: int, h: int, w: int, png_names: List[str]) ->
         assert len(frames) == T and frames[0].rgb.shape == (h, w, 3)
 
 
-def test_segment_a_video_and_a_frame_folder_in_all_formats(ckpt: Path, tmp_path: Path, capsys) -> None:
+def test_segment_a_video_and_a_frame_folder_in_all_formats(tiny_ckpt: Path, tmp_path: Path, capsys) -> None:
     from helpers import make_frame_folder
 
     video = write_mp4(tmp_path / "cars.mp4", clip(9))
     names = [f"img_{i * 5:04d}" for i in range(6)]
     folder = make_frame_folder(tmp_path / "walk", clip(6, 40, 56), names=names, ext=".jpg")
     out = tmp_path / "out"
-    rc, err = run(["segment", str(video), str(folder), "-o", str(out), "--model", str(ckpt),
+    rc, err = run(["segment", str(video), str(folder), "-o", str(out), "--model", str(tiny_ckpt),
                    "--format", "ytvis,davis,mots,overlay", *FAST], capsys)
     assert rc == 0, err
     check_outputs(out / "cars", 9, 48, 64, [f"{i:05d}" for i in range(9)])
@@ -112,18 +100,18 @@ def test_segment_a_video_and_a_frame_folder_in_all_formats(ckpt: Path, tmp_path:
     assert not list(out.rglob(".*"))  # no temp files left behind
 
 
-def test_default_formats_and_python_dash_m(ckpt: Path, tmp_path: Path) -> None:
+def test_default_formats_and_python_dash_m(tiny_ckpt: Path, tmp_path: Path) -> None:
     video = write_mp4(tmp_path / "a.mp4", clip(3))
     proc = subprocess.run([sys.executable, "-m", "s2d", "segment", str(video), "-o", str(tmp_path / "o"),
-                           "--model", str(ckpt), *FAST], capture_output=True, text=True)
+                           "--model", str(tiny_ckpt), *FAST], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in (tmp_path / "o" / "a").iterdir()) == ["davis", "overlay.mp4", "results.json"]
 
 
-def test_missing_input_is_one_line_and_the_others_go_on(ckpt: Path, tmp_path: Path, capsys) -> None:
+def test_missing_input_is_one_line_and_the_others_go_on(tiny_ckpt: Path, tmp_path: Path, capsys) -> None:
     good = write_mp4(tmp_path / "good.mp4", clip(5))
     out = tmp_path / "out"
-    rc, err = run(["segment", str(tmp_path / "missing.mp4"), str(good), "-o", str(out), "--model", str(ckpt),
+    rc, err = run(["segment", str(tmp_path / "missing.mp4"), str(good), "-o", str(out), "--model", str(tiny_ckpt),
                    "--format", "ytvis,davis", *FAST], capsys)
     assert rc == 1  # some inputs failed, the others are done
     errors = [line for line in err if line.startswith("s2d: error:")]
@@ -133,7 +121,7 @@ def test_missing_input_is_one_line_and_the_others_go_on(ckpt: Path, tmp_path: Pa
     assert len(list((out / "good" / "davis").glob("*.png"))) == 5
 
 
-def test_truncated_video_keeps_the_decoded_frames(ckpt: Path, tmp_path: Path, capsys) -> None:
+def test_truncated_video_keeps_the_decoded_frames(tiny_ckpt: Path, tmp_path: Path, capsys) -> None:
     path = write_mp4(tmp_path / "cut.mp4", clip(30), codec="mpeg4")
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * 0.6)])
@@ -145,7 +133,7 @@ def test_truncated_video_keeps_the_decoded_frames(ckpt: Path, tmp_path: Path, ca
     assert 0 < n < 30
     good = write_mp4(tmp_path / "fine.mp4", clip(4))
     out = tmp_path / "out"
-    rc, err = run(["segment", str(path), str(good), "-o", str(out), "--model", str(ckpt),
+    rc, err = run(["segment", str(path), str(good), "-o", str(out), "--model", str(tiny_ckpt),
                    "--format", "ytvis,davis,mots,overlay", *FAST], capsys)
     assert rc == 1
     errors = [line for line in err if line.startswith("s2d: error:")]
@@ -165,17 +153,17 @@ def test_truncated_video_keeps_the_decoded_frames(ckpt: Path, tmp_path: Path, ca
     (["--set", "link_iou=0"], "link IoU"),
     (["--set", "nosuch=1"], "unknown segment setting 'nosuch'"),
 ])
-def test_bad_options_are_one_line_errors(ckpt: Path, tmp_path: Path, capsys, argv: List[str], match: str) -> None:
+def test_bad_options_are_one_line_errors(tiny_ckpt: Path, tmp_path: Path, capsys, argv: List[str], match: str) -> None:
     video = write_mp4(tmp_path / "v.mp4", clip(2))
-    rc, err = run(["segment", str(video), "-o", str(tmp_path / "o"), "--model", str(ckpt), *argv], capsys)
+    rc, err = run(["segment", str(video), "-o", str(tmp_path / "o"), "--model", str(tiny_ckpt), *argv], capsys)
     assert rc == 2 and len(err) == 1 and err[0].startswith("s2d: error:") and match in err[0], err
     assert not (tmp_path / "o").exists()
 
 
-def test_same_name_twice_fails_before_any_work(ckpt: Path, tmp_path: Path, capsys) -> None:
+def test_same_name_twice_fails_before_any_work(tiny_ckpt: Path, tmp_path: Path, capsys) -> None:
     a = write_mp4(tmp_path / "x" / "clip.mp4", clip(2))
     b = write_mp4(tmp_path / "y" / "clip.mp4", clip(2))
-    rc, err = run(["segment", str(a), str(b), "-o", str(tmp_path / "o"), "--model", str(ckpt)], capsys)
+    rc, err = run(["segment", str(a), str(b), "-o", str(tmp_path / "o"), "--model", str(tiny_ckpt)], capsys)
     assert rc == 2 and len(err) == 1 and "OUTDIR/clip" in err[0]
     assert not (tmp_path / "o").exists()
 
