@@ -597,3 +597,26 @@ def test_dense_labels_are_what_segment_predicts_with_the_same_settings():
             assert got is None or (got == want[tid][t]).all()
     cover = sum(rle_utils.decode(o["segs"][0]).astype(int) for o in objs if o["segs"][0] is not None)
     assert cover.max() <= 1  # disjoint, as every s2d segment export
+
+
+@pytest.mark.parametrize("stage, offset", [("distill", 0), ("self-distill", 7919), ("self-distill-2", 15838),
+                                           ("self-distill-3", 23757), ("online", 104729)])
+def test_each_stage_draws_its_own_clips(stage, offset):
+    from s2d.train.loop import _data_seed_offset
+
+    assert _data_seed_offset(stage) == offset
+
+
+@pytest.mark.parametrize("env, seconds", [(None, 7200), ("600", 600), ("1.5", 1.5), ("0", None), ("soon", None)])
+def test_process_group_timeout(monkeypatch, env, seconds):
+    from s2d.train.ddp import process_group_timeout
+
+    if env is None:
+        monkeypatch.delenv("S2D_DDP_TIMEOUT", raising=False)
+    else:
+        monkeypatch.setenv("S2D_DDP_TIMEOUT", env)
+    if seconds is None:
+        with pytest.raises(SettingError, match="S2D_DDP_TIMEOUT"):
+            process_group_timeout()
+    else:
+        assert process_group_timeout().total_seconds() == seconds

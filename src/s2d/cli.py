@@ -207,6 +207,9 @@ def _add_discover(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--ray", metavar="auto|ADDRESS",
                    help="run the videos as Ray tasks: 'auto' (running cluster or a local one) or a cluster "
                         "address; needs pip install 's2d[ray]'")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch/OpenCV threads of each worker or Ray task, and the CPUs Ray reserves per task "
+                        "(default: the workers share the machine's cores; a Ray task 1)")
     p.add_argument("--resume", action="store_true",
                    help="continue a run in OUTDIR: finished videos are skipped, failed ones retried "
                         "(the settings must be the same)")
@@ -624,7 +627,8 @@ def _cmd_discover(args: argparse.Namespace) -> int:
     from s2d.keymasks.run import DiscoverSettings, collect_inputs, run_discovery
 
     settings = DiscoverSettings(tracker=args.tracker, backbone=args.backbone, device=args.device,
-                                max_side=args.max_side, masks_from=args.masks, cache_dir=args.cache_dir)
+                                max_side=args.max_side, masks_from=args.masks, cache_dir=args.cache_dir,
+                                threads=args.threads)
     settings = settings.with_overrides(args.overrides)
     if args.masks and not Path(args.masks).exists():
         raise InputError(args.masks, "no such file or directory")

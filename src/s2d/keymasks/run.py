@@ -164,7 +164,8 @@ class DiscoverSettings:
         masks_from: a ``s2d masks`` results JSON (single video) or a folder of them named
             ``<key>.json``/``<name>.json`` to read instead of running stage 1.
         cache_dir: where trackers may spill flow fields (``None``: the system temp folder).
-        threads: torch/OpenCV threads per worker (``None``: leave as is).
+        threads: torch/OpenCV threads per worker (``None``: the process pool splits the machine's cores
+            between its workers, a Ray task gets 1), and the CPUs Ray reserves for each task.
     """
 
     masks: Dict[str, Any] = field(default_factory=dict)
@@ -191,6 +192,9 @@ class DiscoverSettings:
         except (TypeError, ValueError) as exc:  # SettingError is a ValueError
             raise SettingError(f"stage-1 settings (masks.KEY): {exc}") from None
         KeymaskConfig.from_dict(self.keymasks)
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
+                                         or self.threads < 1):
+            raise SettingError(f"threads must be an integer >= 1, got {self.threads!r}")
         resolve_device(self.device)
         close = getattr(_build_tracker(self), "close", None)
         if close is not None:
@@ -507,8 +511,12 @@ def _run_ray(todo: Sequence[VideoInput], settings: DiscoverSettings, out: Path, 
             ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
         started = True
     try:
-        task = ray.remote(num_cpus=1)(_process)
-        pending = {task.remote(v, settings, str(video_output_path(out, v)), False): v for v in todo}
+        # one thread per task unless ``threads`` says otherwise, and Ray reserves that many CPUs for it: the
+        # tasks of a node never ask for more cores than it has (as the process pool splits the cores)
+        per = settings.threads or 1
+        rsettings = DiscoverSettings(**{**asdict(settings), "threads": per})
+        task = ray.remote(num_cpus=per)(_process)
+        pending = {task.remote(v, rsettings, str(video_output_path(out, v)), False): v for v in todo}
         results = []
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)

@@ -4,6 +4,10 @@
 harness with ``MASTER_ADDR``/``MASTER_PORT``) and initialises the default process group — gloo on CPU, nccl on
 CUDA — when ``WORLD_SIZE > 1``. Clip sampling is sharded by rank (each rank draws different sample indices,
 see :mod:`s2d.train.loop`); only rank 0 writes checkpoints, metrics and dense labels.
+
+The process group's timeout (how long a collective may wait for the slowest rank before the job fails) is set
+explicitly: :data:`DEFAULT_TIMEOUT_S` (2 hours), or ``S2D_DDP_TIMEOUT`` seconds from the environment. Ranks wait
+at a barrier while rank 0 writes the dense labelset, which takes long on large data.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import atexit
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
 
 import torch
 import torch.distributed as dist
@@ -21,7 +25,33 @@ from torch import nn
 
 from s2d.device import AUTO, resolve_device
 
-__all__ = ["DistEnv", "init_distributed", "is_main_process", "wrap_ddp", "barrier", "all_reduce_mean", "any_true", "cleanup"]
+if TYPE_CHECKING:
+    import datetime
+
+__all__ = ["DEFAULT_TIMEOUT_S", "DistEnv", "init_distributed", "is_main_process", "wrap_ddp", "barrier",
+           "all_reduce_mean", "any_true", "cleanup", "process_group_timeout"]
+
+#: seconds a collective may wait for the other ranks (``S2D_DDP_TIMEOUT`` overrides it)
+DEFAULT_TIMEOUT_S = 7200
+
+
+def process_group_timeout() -> "datetime.timedelta":
+    """The process group's timeout: ``S2D_DDP_TIMEOUT`` seconds when set (a positive number), else
+    :data:`DEFAULT_TIMEOUT_S`."""
+    import datetime
+
+    from s2d.errors import SettingError
+
+    raw = os.environ.get("S2D_DDP_TIMEOUT", "").strip()
+    if not raw:
+        return datetime.timedelta(seconds=DEFAULT_TIMEOUT_S)
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise SettingError(f"S2D_DDP_TIMEOUT must be a number of seconds > 0, got {raw!r}")
+    return datetime.timedelta(seconds=seconds)
 
 
 @dataclass
@@ -59,7 +89,7 @@ def init_distributed(device: Union[str, torch.device, None] = None) -> DistEnv:
         backend = "nccl" if dev.type == "cuda" else "gloo"
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
-        dist.init_process_group(backend=backend, rank=rank, world_size=world)
+        dist.init_process_group(backend=backend, rank=rank, world_size=world, timeout=process_group_timeout())
         here = True
         # destroyed at interpreter exit, not after each train() call: re-initialising on the same
         # MASTER_PORT within one process can hang, so the group lives as long as the process

@@ -406,7 +406,7 @@ def _prepare_loop(st: _Stage, videos_root: PathLike, run_dir: PathLike, resumed:
     """Dataset, DDP-wrapped student and criteria; the stage folder (a killed run's temp files removed) and, on
     resume, ``metrics.jsonl`` without the lines logged after the checkpoint."""
     cfg, mcfg = st.cfg, st.mcfg
-    dataset = ClipDataset(st.data, videos_root, cfg.data, seed=cfg.seed + (0 if st.name == "distill" else 7919))
+    dataset = ClipDataset(st.data, videos_root, cfg.data, seed=cfg.seed + _data_seed_offset(st.name))
     student = wrap_ddp(st.model, st.env, find_unused_parameters=mcfg.loss.class_weight == 0)
     criterion = VideoSetCriterion(mcfg.loss)
     kd_class = cfg.online.class_weight if st.name == "online" else cfg.distill.class_weight
@@ -419,6 +419,16 @@ def _prepare_loop(st: _Stage, videos_root: PathLike, run_dir: PathLike, resumed:
         if resumed:
             _truncate_metrics(metrics_path, st.name, st.step)
     return _Loop(dataset, student, criterion, kd_criterion, metrics_path)
+
+
+def _data_seed_offset(stage: str) -> int:
+    """Each stage draws its own clips: distill 0, self-distill round k 7919·k, online 104729 (added to the seed)."""
+    if stage == "distill":
+        return 0
+    if stage == "online":
+        return 104729
+    round_k = int(stage.rsplit("-", 1)[1]) if stage.startswith("self-distill-") else 1
+    return 7919 * round_k
 
 
 def _run_steps(st: _Stage, loop: _Loop, stop_at: Optional[int], progress: bool) -> None:
