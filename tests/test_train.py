@@ -7,6 +7,7 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -620,3 +621,28 @@ def test_process_group_timeout(monkeypatch, env, seconds):
             process_group_timeout()
     else:
         assert process_group_timeout().total_seconds() == seconds
+
+
+@pytest.mark.parametrize("mode, device, dtype", [
+    ("auto", "cpu", None), ("off", "cpu", None), ("bf16", "cpu", torch.bfloat16), ("fp16", "cpu", "error")])
+def test_amp_modes(mode, device, dtype):
+    from s2d.train.loop import amp_dtype_for
+
+    if dtype == "error":
+        with pytest.raises(SettingError, match="fp16 needs a CUDA"):
+            amp_dtype_for(mode, torch.device(device))
+    else:
+        assert amp_dtype_for(mode, torch.device(device)) is dtype
+
+
+def test_bf16_autocast_training_runs_with_float32_losses(dataset: Path, tmp_path: Path):
+    """solver.amp=bf16 on CPU: the forward passes run under bf16 autocast; it trains with finite losses and
+    keeps float32 weights."""
+    cfg = tiny_config(max_iter=3)
+    cfg = dataclasses.replace(cfg, solver=dataclasses.replace(cfg.solver, amp="bf16"))
+    res = train(cfg, dataset, dataset.parent / "videos", tmp_path / "run", stages=["distill"], progress=False)
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 3 and all(np.isfinite(r["loss"]) for r in lines)
+    assert all(p.dtype == torch.float32 for p in res["distill"].student.parameters())
+    with pytest.raises(SettingError, match="solver.amp"):
+        load_train_config("tiny", ["solver.amp=half"])

@@ -27,10 +27,12 @@ from s2d.model.config import ModelConfig, apply_overrides, model_preset
 if TYPE_CHECKING:
     from s2d.infer.config import SegmentConfig
 
-__all__ = ["SolverConfig", "DataConfig", "DistillConfig", "DenseConfig", "OnlineConfig", "TrainConfig", "TRAIN_PRESETS",
-           "STAGES", "train_preset", "load_train_config", "apply_train_overrides"]
+__all__ = ["AMP_MODES", "SolverConfig", "DataConfig", "DistillConfig", "DenseConfig", "OnlineConfig", "TrainConfig",
+           "TRAIN_PRESETS", "STAGES", "train_preset", "load_train_config", "apply_train_overrides"]
 
 STAGES = ("distill", "self-distill", "online")
+#: mixed-precision modes of training (``solver.amp``)
+AMP_MODES = ("auto", "bf16", "fp16", "off")
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,10 @@ class SolverConfig:
 
     ``max_iter`` is the distillation stage's length; ``self_distill_iter`` the self-distillation round's
     (``None``: same as ``max_iter``). ``steps`` are fractions of the stage length when all ≤ 1, else iterations.
+
+    ``amp``: mixed precision of the forward passes (:data:`AMP_MODES`). ``"auto"``: on CUDA bf16 autocast where
+    the GPU supports it, else fp16 with a gradient scaler; off on CPU. ``"bf16"`` (CUDA or CPU), ``"fp16"``
+    (CUDA only, with the scaler) or ``"off"``. Losses and matching always run in float32.
     """
 
     lr: float = 1e-4
@@ -53,6 +59,7 @@ class SolverConfig:
     warmup_iters: int = 10
     warmup_factor: float = 1.0
     grad_clip: Optional[float] = 0.01
+    amp: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -241,6 +248,8 @@ class TrainConfig:
             raise SettingError(f"data.paste_scale must be (lo, hi) with 0 < lo ≤ hi, got {self.data.paste_scale}")
         if not 0 <= self.distill.ema_momentum <= 1:
             raise SettingError(f"distill.ema_momentum must be in [0, 1], got {self.distill.ema_momentum}")
+        if self.solver.amp not in AMP_MODES:
+            raise SettingError(f"solver.amp must be one of {', '.join(AMP_MODES)}, got {self.solver.amp!r}")
         if self.solver.lr <= 0 or self.solver.max_iter < 1:
             raise SettingError("solver.lr must be > 0 and solver.max_iter ≥ 1")
         if self.log_every < 1 or self.checkpoint_every < 1:

@@ -279,6 +279,8 @@ class _Stage:
     sched: torch.optim.lr_scheduler.LambdaLR
     step: int = 0
     offline: Optional[VideoMask2Former] = None  # stage online: the frozen offline model it distils
+    amp_dtype: Optional[torch.dtype] = None     # autocast dtype of the forward passes (None: float32)
+    scaler: Optional[Any] = None                # torch.amp.GradScaler with fp16 autocast
 
     def result(self, skipped: bool = False) -> StageResult:
         return StageResult(self.name, self.step, self.last, self.final, self.model, self.teacher.model,
@@ -351,10 +353,44 @@ def _build_stage(cfg: TrainConfig, env: DistEnv, stage: str, data: PathLike, tot
     teacher = EMATeacher(model, cfg.distill.ema_momentum, cfg.distill.ema_warmup)
     opt = build_optimizer(model, cfg)
     sched = build_scheduler(opt, cfg, total)
-    st = _Stage(stage, cfg, mcfg, env, data, total, last, final, model, teacher, opt, sched, offline=offline)
+    amp_dtype = amp_dtype_for(cfg.solver.amp, env.device)
+    scaler = torch.amp.GradScaler(env.device.type) if amp_dtype == torch.float16 else None
+    st = _Stage(stage, cfg, mcfg, env, data, total, last, final, model, teacher, opt, sched, offline=offline,
+                amp_dtype=amp_dtype, scaler=scaler)
     if ckpt is not None:
         _restore(st, ckpt)
     return st, ckpt is not None
+
+
+def amp_dtype_for(mode: str, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype of ``solver.amp`` on ``device`` (``None``: no autocast, float32)."""
+    if mode == "off" or (mode == "auto" and device.type != "cuda"):
+        return None
+    if mode == "fp16" and device.type != "cuda":
+        raise SettingError("solver.amp=fp16 needs a CUDA device (use bf16 or off on CPU)")
+    if mode == "bf16" or (mode == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16
+
+
+def _forward(st: "_Stage", module: nn.Module, clips: torch.Tensor, **kw: Any) -> Dict[str, Any]:
+    """A forward pass under the stage's mixed precision; floating outputs come back as float32, so the
+    matching and the losses run in full precision."""
+    if st.amp_dtype is None:
+        return module(clips, **kw)
+    with torch.autocast(st.env.device.type, dtype=st.amp_dtype):
+        out = module(clips, **kw)
+    return _to_float32(out)
+
+
+def _to_float32(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.float() if x.is_floating_point() else x
+    if isinstance(x, dict):
+        return {k: _to_float32(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_to_float32(v) for v in x]
+    return x
 
 
 def _load_offline_weights(student: VideoMask2Former, offline: VideoMask2Former, path: PathLike) -> None:
@@ -391,6 +427,8 @@ def _restore(st: _Stage, ckpt: Dict[str, Any]) -> None:
         st.teacher.load_state_dict(ckpt["teacher"])
         st.opt.load_state_dict(ckpt["optimizer"])
         st.sched.load_state_dict(ckpt["scheduler"])
+        if st.scaler is not None and "scaler" in ckpt:
+            st.scaler.load_state_dict(ckpt["scaler"])
     except (RuntimeError, KeyError, ValueError) as e:
         raise InputError(last, f"training checkpoint does not match this config: {' '.join(str(e).split())[:300]}"
                          ) from None
@@ -471,10 +509,18 @@ def _train_step(st: _Stage, loop: _Loop) -> _StepLosses:
     out.data_s = data_s
     _check_finite(st, out.value)
     st.opt.zero_grad(set_to_none=True)
-    out.loss.backward()
+    if st.scaler is not None:  # fp16: scaled loss, gradients unscaled before clipping
+        st.scaler.scale(out.loss).backward()
+        st.scaler.unscale_(st.opt)
+    else:
+        out.loss.backward()
     if cfg.solver.grad_clip:
         torch.nn.utils.clip_grad_norm_([p for p in st.model.parameters() if p.requires_grad], cfg.solver.grad_clip)
-    st.opt.step()
+    if st.scaler is not None:
+        st.scaler.step(st.opt)
+        st.scaler.update()
+    else:
+        st.opt.step()
     st.sched.step()
     st.teacher.update(st.model, st.step)
     return out
@@ -487,14 +533,14 @@ def _step_losses(st: _Stage, loop: _Loop, clips: torch.Tensor, gt: List[Dict[str
         return _online_losses(st, loop, clips, gt)
     cfg, env = st.cfg, st.env
     loop.student.train()
-    out = loop.student(clips)
+    out = _forward(st, loop.student, clips)
     losses = loop.criterion(out, gt, num_instances=_num_instances(gt, env))
     loss = losses["loss"]
     n_teacher = 0
     loss_kd = None
     if cfg.distill.enabled and cfg.distill.weight > 0:
         with torch.no_grad():
-            t_out = st.teacher.model(clips, aux=False)
+            t_out = _forward(st, st.teacher.model, clips, aux=False)
         kd_t = teacher_targets(t_out, clips.shape[-2:], cfg.distill.score_threshold, cfg.distill.mask_threshold)
         n_teacher = sum(int(t["masks"].shape[0]) for t in kd_t)
         loss_kd = loop.kd_criterion(out, kd_t, num_instances=_num_instances(kd_t, env))["loss"]
@@ -508,10 +554,10 @@ def _online_losses(st: _Stage, loop: _Loop, clips: torch.Tensor, gt: List[Dict[s
     oc, env = st.cfg.online, st.env
     assert st.offline is not None
     loop.student.train()
-    out = loop.student(clips)  # query propagation: one frame at a time
+    out = _forward(st, loop.student, clips)  # query propagation: one frame at a time
     losses = loop.criterion(out, gt, num_instances=_num_instances(gt, env))
     with torch.no_grad():
-        t_out = st.offline(clips, aux=False)
+        t_out = _forward(st, st.offline, clips, aux=False)
     keep = [((t_out["pred_logits"][b].float().softmax(-1)[:, 0] >= oc.score_threshold)).nonzero().flatten()
             for b in range(clips.shape[0])]
     kd_t = teacher_targets(t_out, clips.shape[-2:], oc.score_threshold, st.cfg.distill.mask_threshold)
@@ -565,6 +611,8 @@ def _save_checkpoint(st: _Stage) -> None:
                    "teacher": {k: v.detach().cpu() for k, v in st.teacher.state_dict().items()},
                    "optimizer": st.opt.state_dict(), "scheduler": st.sched.state_dict(), "rng": _rng_state(),
                    "labelset": os.fspath(st.data)}
+        if st.scaler is not None:
+            payload["scaler"] = st.scaler.state_dict()
         with atomic_path(st.last, fsync=True) as tmp:
             torch.save(payload, tmp)
     barrier(st.env)
