@@ -646,3 +646,24 @@ def test_bf16_autocast_training_runs_with_float32_losses(dataset: Path, tmp_path
     assert all(p.dtype == torch.float32 for p in res["distill"].student.parameters())
     with pytest.raises(SettingError, match="solver.amp"):
         load_train_config("tiny", ["solver.amp=half"])
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_dense_shards_merge_to_the_one_process_labelset(dataset: Path, tmp_path: Path, world: int):
+    """Ranks label every world-th video; the joined file is byte-identical to the one-process labelset."""
+    from s2d.train.dense import build_dense_labelset, merge_dense_shards, shard_path, write_dense_shard
+
+    cfg = tiny_config()
+    dense_cfg = dataclasses.replace(cfg.dense, score_threshold=0.0, min_area=1)
+    torch.manual_seed(0)
+    teacher = VideoMask2Former("tiny").eval()
+    videos = dataset.parent / "videos"
+    one = build_dense_labelset(teacher, dataset, videos, tmp_path / "one.json", dense_cfg, progress=False)
+    labelset = load_labelset(dataset)
+    out = tmp_path / "sharded.json"
+    for rank in range(world):  # as the ranks do, each on its own
+        write_dense_shard(teacher, labelset, videos, out, dense_cfg, rank=rank, world=world, progress=False)
+    merged = merge_dense_shards(labelset, out, dense_cfg, world=world)
+    assert merged.read_bytes() == one.read_bytes()
+    assert json.loads(one.read_text())["annotations"]
+    assert not any(shard_path(out, r).exists() for r in range(world))

@@ -1,7 +1,9 @@
-"""A 2-process gloo DDP run of the tiny model gives the same weights on both ranks."""
+"""A 2-process gloo DDP run of the tiny model gives the same weights on both ranks, and its sharded dense labelset
+equals the one-process labelset."""
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from train_synth import ddp_worker, write_dataset
+from train_synth import ddp_worker, dense_ddp_config, tiny_config, write_dataset
 
 
 def _free_port() -> int:
@@ -37,7 +39,16 @@ def test_ddp_two_ranks_same_weights(tmp_path: Path):
     assert ck["step"] == 3
     for k in w0:
         assert torch.equal(ck["model"][k], w0[k]), k
-    lines = (run / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == 3                                           # one writer
+    stages = [json.loads(x)["stage"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert stages == ["distill"] * 3 + ["self-distill"]               # one writer
     c0, c1 = (torch.load(out / f"cw0_rank{r}.pt", weights_only=True) for r in (0, 1))
     assert all(torch.equal(c0[k], c1[k]) for k in c0)
+    # the dense labelset the two ranks labelled in shards equals the one-process labelset of the same teacher
+    from s2d.model import VideoMask2Former
+    from s2d.train.dense import build_dense_labelset
+
+    teacher = VideoMask2Former.from_checkpoint(run / "distill" / "model.pt").eval()
+    one = build_dense_labelset(teacher, data, tmp_path / "videos", tmp_path / "one.json",
+                               dense_ddp_config(tiny_config(max_iter=3)).dense, progress=False)
+    assert (run / "dense_labels.json").read_bytes() == one.read_bytes()
+    assert (run / "self-distill" / "model.pt").is_file()

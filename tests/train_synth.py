@@ -70,6 +70,15 @@ def tiny_config(**solver):
     return dataclasses.replace(cfg, solver=dataclasses.replace(cfg.solver, **solver))
 
 
+def dense_ddp_config(cfg):
+    """``cfg`` with one short self-distillation round whose dense labels keep every prediction."""
+    import dataclasses
+
+    return dataclasses.replace(cfg, self_distill_rounds=1,
+                               solver=dataclasses.replace(cfg.solver, self_distill_iter=1),
+                               dense=dataclasses.replace(cfg.dense, score_threshold=0.0, min_area=1))
+
+
 def ddp_worker(rank: int, world: int, port: int, data: str, videos: str, run: str, out: str) -> None:
     import os
 
@@ -90,6 +99,8 @@ def ddp_worker(rank: int, world: int, port: int, data: str, videos: str, run: st
         res = train(cfg, data, videos, run, stages=["distill"], device="cpu", progress=False)
         torch.save({k: v.detach().clone() for k, v in res["distill"].student.state_dict().items()},
                    os.path.join(out, f"rank{rank}.pt"))
+        # self-distillation: the dense labelset is labelled in shards, one per rank, and joined by rank 0
+        train(dense_ddp_config(cfg), data, videos, run, stages=["self-distill"], device="cpu", progress=False)
         # objectness loss off (reference S2D configs): the class head gets no gradient → find_unused_parameters
         cfg0 = load_train_config(cfg, ["model.loss.class_weight=0", "solver.max_iter=2"])
         res0 = train(cfg0, data, videos, run + "_cw0", stages=["distill"], device="cpu", progress=False)

@@ -3,11 +3,12 @@
 :func:`init_distributed` reads ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` (set by torchrun, or by a test
 harness with ``MASTER_ADDR``/``MASTER_PORT``) and initialises the default process group — gloo on CPU, nccl on
 CUDA — when ``WORLD_SIZE > 1``. Clip sampling is sharded by rank (each rank draws different sample indices,
-see :mod:`s2d.train.loop`); only rank 0 writes checkpoints, metrics and dense labels.
+see :mod:`s2d.train.loop`); the dense labelset is labelled in shards, every rank a share of the videos, and
+joined by rank 0 (:mod:`s2d.train.dense`); only rank 0 writes checkpoints, metrics and the joined labelset.
 
 The process group's timeout (how long a collective may wait for the slowest rank before the job fails) is set
-explicitly: :data:`DEFAULT_TIMEOUT_S` (2 hours), or ``S2D_DDP_TIMEOUT`` seconds from the environment. Ranks wait
-at a barrier while rank 0 writes the dense labelset, which takes long on large data.
+explicitly: :data:`DEFAULT_TIMEOUT_S` (2 hours), or ``S2D_DDP_TIMEOUT`` seconds from the environment: ranks wait
+at barriers for the slowest rank's share of the dense labelset, which takes long on large data.
 """
 
 from __future__ import annotations

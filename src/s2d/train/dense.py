@@ -12,6 +12,10 @@ video's size. So the labels are what ``s2d segment`` with those settings would w
 keymask frames ≥ ``keymask_iou``) whose masks it replaces on those frames (the keymask wins on its frame);
 unmatched keymask objects are kept as they are. Output: the same YTVIS format as ``pseudo_labels.json``
 (``videos`` records copied, so ``source``/``file_names`` still resolve).
+
+**Shards.** Under DDP every rank labels every ``world``-th video (:func:`write_dense_shard`) and rank 0 joins
+the shards in the labelset's video order (:func:`merge_dense_shards`): the file is byte-identical to the one a
+single process writes.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ from s2d.io.atomic import atomic_write_text
 from s2d.train.config import DenseConfig
 from s2d.train.data import Labelset, LabelledVideo, iter_video_frames, load_labelset
 
-__all__ = ["build_dense_labelset", "predict_video_dense", "RefineFn"]
+__all__ = ["build_dense_labelset", "merge_dense_shards", "predict_video_dense", "shard_path", "write_dense_shard",
+           "RefineFn"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 RefineFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -65,40 +70,82 @@ def build_dense_labelset(model: Any, data: Union[Labelset, PathLike], videos_roo
                          cfg: Optional[DenseConfig] = None, *, refine_fn: Optional[RefineFn] = None,
                          progress: bool = True, min_saliency: float = 0.0, min_keymasks: int = 0,
                          min_score_ratio: float = 0.0) -> Path:
-    """Predict every video of ``data`` with ``model`` (the teacher) and write the dense labelset JSON."""
+    """Predict every video of ``data`` with ``model`` (the teacher) and write the dense labelset JSON (one
+    process: :func:`write_dense_shard` of the only shard, then :func:`merge_dense_shards`)."""
     cfg = cfg or DenseConfig()
     labelset = data if isinstance(data, Labelset) else load_labelset(data, min_saliency=min_saliency,
                                                                              min_keymasks=min_keymasks,
                                                                              min_score_ratio=min_score_ratio)
+    write_dense_shard(model, labelset, videos_root, out_path, cfg, rank=0, world=1, refine_fn=refine_fn,
+                      progress=progress)
+    return merge_dense_shards(labelset, out_path, cfg, world=1)
+
+
+def shard_path(out_path: PathLike, rank: int) -> Path:
+    """Where rank ``rank`` writes its part of the dense labelset ``out_path``."""
+    p = Path(out_path)
+    return p.with_name(f"{p.stem}.shard{rank}{p.suffix}")
+
+
+def write_dense_shard(model: Any, labelset: Labelset, videos_root: PathLike, out_path: PathLike,
+                      cfg: DenseConfig, *, rank: int, world: int, refine_fn: Optional[RefineFn] = None,
+                      progress: bool = True) -> Path:
+    """Label this rank's share of the videos (every ``world``-th, from ``rank``) and write them to
+    :func:`shard_path`: per video, its objects without ids (the merge numbers them)."""
     from tqdm import tqdm
 
-    videos: List[Dict[str, Any]] = []
-    anns: List[Dict[str, Any]] = []
-    for video in tqdm(labelset.videos, desc="dense labels", unit="video", disable=not progress):
+    mine = list(range(rank, len(labelset.videos), world))
+    parts = []
+    for i in tqdm(mine, desc="dense labels", unit="video", disable=not progress):
+        video = labelset.videos[i]
         length = video.length if not cfg.max_frames else min(video.length, int(cfg.max_frames))
         tracks = predict_video_dense(model, iter_video_frames(videos_root, video), length, cfg, refine_fn)
         for tr in tracks:  # frames past max_frames stay unlabelled
             tr["segs"] = tr["segs"] + [None] * (video.length - length)
         if cfg.keep_keymasks:
             _merge_keymasks(video, tracks, cfg)
+        parts.append({"video": i, "objects": [_annotation(tr, video) for tr in tracks]})
+    path = shard_path(out_path, rank)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(parts), fsync=True)
+    return path
+
+
+def merge_dense_shards(labelset: Labelset, out_path: PathLike, cfg: DenseConfig, *, world: int) -> Path:
+    """Join the ``world`` shards into the dense labelset ``out_path`` in the labelset's video order, objects
+    numbered 1..m: the same file however many ranks labelled it. The shards are removed afterwards."""
+    by_video: Dict[int, List[Dict[str, Any]]] = {}
+    shards = [shard_path(out_path, r) for r in range(world)]
+    for sp in shards:
+        for part in json.loads(sp.read_text()):
+            by_video[int(part["video"])] = part["objects"]
+    videos: List[Dict[str, Any]] = []
+    anns: List[Dict[str, Any]] = []
+    for i, video in enumerate(labelset.videos):
         rec = dict(video.record)
         videos.append(rec)
-        for tr in tracks:
-            segs = tr["segs"]
-            boxes = [None if sg is None else rle_utils.bbox(sg) for sg in segs]
-            anns.append({"id": len(anns) + 1, "video_id": rec["id"], "category_id": 1, "iscrowd": 0,
-                         "segmentations": segs, "areas": [None if sg is None else rle_utils.area(sg) for sg in segs],
-                         "bboxes": [None if b is None else list(b) for b in boxes], "score": tr["score"],
-                         "keymask": tr["keymask"], "height": video.height, "width": video.width})
+        for obj in by_video[i]:
+            anns.append({"id": len(anns) + 1, "video_id": rec["id"], **obj})
     out = dict(labelset.data)
     out["info"] = dict(out.get("info") or {})
     out["info"]["description"] = "s2d dense labelset (teacher predictions, keymasks kept)"
     out["info"]["dense"] = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}
     out["videos"], out["annotations"] = videos, anns
     path = Path(out_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(out), fsync=True)
+    for sp in shards:
+        sp.unlink()
     return path
+
+
+def _annotation(tr: Dict[str, Any], video: LabelledVideo) -> Dict[str, Any]:
+    """A dense track as a YouTube-VIS annotation, without its ids."""
+    segs = tr["segs"]
+    boxes = [None if sg is None else rle_utils.bbox(sg) for sg in segs]
+    return {"category_id": 1, "iscrowd": 0, "segmentations": segs,
+            "areas": [None if sg is None else rle_utils.area(sg) for sg in segs],
+            "bboxes": [None if b is None else list(b) for b in boxes], "score": tr["score"],
+            "keymask": tr["keymask"], "height": video.height, "width": video.width}
 
 
 def _merge_keymasks(video: LabelledVideo, tracks: List[Dict[str, Any]], cfg: DenseConfig) -> None:

@@ -685,13 +685,8 @@ def train(config: Union[TrainConfig, str, PathLike, None], data: PathLike, video
             raise InputError(teacher_ckpt, "self-distill needs the distilled model; run the distill stage first")
         for k in range(1, cfg.self_distill_rounds + 1):
             stage, dense = self_distill_round(run, k)
-            if env.is_main and not (resume and dense.is_file()):
-                from s2d.train.dense import build_dense_labelset
-
-                teacher = VideoMask2Former.from_checkpoint(teacher_ckpt, device=env.device)
-                build_dense_labelset(teacher, data, videos_root, dense, cfg.dense, progress=progress,
-                                     min_saliency=cfg.data.min_saliency, min_keymasks=cfg.data.min_keymasks,
-                                     min_score_ratio=cfg.data.min_score_ratio)
+            if not (resume and dense.is_file()):
+                _dense_labels(cfg, env, teacher_ckpt, data, videos_root, dense, progress)
             barrier(env)
             sd_init = teacher_ckpt if cfg.self_distill_init == "teacher" else cfg.init
             results[stage] = train_stage(cfg, dense, videos_root, run, stage, resume=resume, init=sd_init,
@@ -710,6 +705,22 @@ def train(config: Union[TrainConfig, str, PathLike, None], data: PathLike, video
         if env.is_main:
             _save_compact(results["online"].model_path, run / "online.pt")
     return results
+
+
+def _dense_labels(cfg: TrainConfig, env: DistEnv, teacher_ckpt: Path, data: PathLike, videos_root: PathLike,
+                  dense: Path, progress: bool) -> None:
+    """The dense labelset, sharded: every rank labels every ``world``-th video, rank 0 joins the shards in
+    video order (the same file as one process writes)."""
+    from s2d.train.dense import merge_dense_shards, write_dense_shard
+
+    labelset = load_labelset(data, min_saliency=cfg.data.min_saliency, min_keymasks=cfg.data.min_keymasks,
+                             min_score_ratio=cfg.data.min_score_ratio)
+    teacher = VideoMask2Former.from_checkpoint(teacher_ckpt, device=env.device)
+    write_dense_shard(teacher, labelset, videos_root, dense, cfg.dense, rank=env.rank, world=env.world_size,
+                      progress=progress and env.is_main)
+    barrier(env)
+    if env.is_main:
+        merge_dense_shards(labelset, dense, cfg.dense, world=env.world_size)
 
 
 def _save_compact(model_path: Path, dest: Path) -> None:
