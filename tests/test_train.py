@@ -667,3 +667,27 @@ def test_dense_shards_merge_to_the_one_process_labelset(dataset: Path, tmp_path:
     assert merged.read_bytes() == one.read_bytes()
     assert json.loads(one.read_text())["annotations"]
     assert not any(shard_path(out, r).exists() for r in range(world))
+
+
+def test_data_workers_give_the_batches_of_the_training_process(dataset: Path, tmp_path: Path):
+    """Two DataLoader workers read ahead exactly the clips the training process would read itself, and a run
+    stopped mid-way and resumed with workers ends where the uninterrupted run ends."""
+    cfg = dataclasses.replace(tiny_config(max_iter=4), checkpoint_every=100, model_overrides=["loss.num_points=64"])
+    videos = dataset.parent / "videos"
+    inline = train_stage(cfg, dataset, videos, tmp_path / "inline", progress=False)
+    cfg2 = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_workers=2))
+    workers = train_stage(cfg2, dataset, videos, tmp_path / "workers", progress=False)
+    assert _states_equal(inline.student.state_dict(), workers.student.state_dict())
+    train_stage(cfg2, dataset, videos, tmp_path / "resumed", progress=False, stop_at=2)
+    resumed = train_stage(cfg2, dataset, videos, tmp_path / "resumed", progress=False, resume=True)
+    assert _states_equal(inline.student.state_dict(), resumed.student.state_dict())
+    lines = [json.loads(x) for x in (tmp_path / "workers" / "metrics.jsonl").read_text().splitlines()]
+    assert all(0 <= r["data_time"] < r["sec_per_iter"] for r in lines)
+
+
+def test_step_sampler_shards_steps_by_rank():
+    from s2d.train.data import StepSampler
+
+    assert list(StepSampler(2, 0, 2)) == [[0, 1], [2, 3]]
+    assert list(StepSampler(2, 1, 3, rank=1, world=2)) == [[6, 7], [10, 11]]  # steps 1, 2 of rank 1
+    assert len(StepSampler(2, 5, 3)) == 0

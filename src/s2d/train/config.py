@@ -87,6 +87,9 @@ class DataConfig:
         paste_max: at most this many donor clips are pasted onto one clip (1..paste_max, uniformly).
         paste_scale: the pasted objects are resized by a factor drawn from this range (then shrunk further if
             they would not fit the clip).
+        num_workers: data-loading worker processes that decode and augment clips ahead of the step (0: in the
+            training process, between steps).
+        prefetch_factor: batches each worker prepares ahead.
     """
 
     clip_len: int = 3
@@ -104,6 +107,8 @@ class DataConfig:
     copy_paste: float = 0.0
     paste_max: int = 2
     paste_scale: Tuple[float, float] = (0.4, 1.0)
+    num_workers: int = 2
+    prefetch_factor: int = 2
 
 
 @dataclass(frozen=True)
@@ -243,6 +248,10 @@ class TrainConfig:
             raise SettingError(f"data.copy_paste must be a probability in [0, 1], got {self.data.copy_paste}")
         if not isinstance(self.data.paste_max, int) or self.data.paste_max < 1:
             raise SettingError(f"data.paste_max must be an integer ≥ 1, got {self.data.paste_max!r}")
+        for name in ("num_workers", "prefetch_factor"):
+            v = getattr(self.data, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "num_workers" else 1):
+                raise SettingError(f"data.{name} must be an integer ≥ {0 if name == 'num_workers' else 1}, got {v!r}")
         lo, hi = self.data.paste_scale
         if not 0 < lo <= hi:
             raise SettingError(f"data.paste_scale must be (lo, hi) with 0 < lo ≤ hi, got {self.data.paste_scale}")
@@ -304,7 +313,7 @@ def _tiny() -> TrainConfig:
     return TrainConfig(
         model="tiny", seed=0, log_every=1, checkpoint_every=2, self_distill_rounds=1,
         solver=SolverConfig(lr=1e-3, max_iter=6, self_distill_iter=4, steps=(0.8,), warmup_iters=0, grad_clip=1.0),
-        data=DataConfig(batch_size=2, size=(64, 64), min_scale=1.0, max_scale=1.2),
+        data=DataConfig(batch_size=2, size=(64, 64), min_scale=1.0, max_scale=1.2, num_workers=0),
         distill=DistillConfig(ema_momentum=0.9),
         dense=DenseConfig(max_side=64, refine="none"),
         online=OnlineConfig(iters=4),

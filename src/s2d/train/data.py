@@ -11,6 +11,10 @@
   video files), decodes masks from RLE and applies one random scale / crop / flip / brightness / contrast to
   all frames. Every draw comes from a generator seeded by ``(seed, sample index)``, so a run's data depend
   only on the step and rank — resume and DDP sharding need no sampler state.
+* :func:`clip_loader` — the ``torch.utils.data`` pipeline over it: :class:`StepSampler` hands step ``s`` of
+  rank ``r`` the sample indices ``(s·world + r)·B … +B`` (deterministic per (seed, step, rank), so a run
+  resumed mid-epoch at step ``s`` draws exactly what the uninterrupted run drew), ``data.num_workers`` worker
+  processes decode and augment ahead of the step (``prefetch_factor`` batches each), pinned memory on CUDA.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from s2d.errors import InputError
 from s2d.train.config import DataConfig
 
 __all__ = ["LabelledVideo", "Labelset", "load_labelset", "labelled_windows", "sample_clip_frames",
-           "ClipDataset", "paste_objects", "resolve_video", "read_frames_at", "iter_video_frames"]
+           "ClipDataset", "StepSampler", "clip_loader", "collate_clips", "paste_objects", "resolve_video",
+           "read_frames_at", "iter_video_frames"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -210,7 +215,7 @@ def sample_clip_frames(video: LabelledVideo, clip_len: int, frame_range: int, rn
     return sorted([ref] + others)
 
 
-class ClipDataset:
+class ClipDataset(torch.utils.data.Dataset):
     """Random augmented clips of a labelset: ``ds.sample(index)`` → ``(clip T×3×H×W float [0,1], target)``.
 
     ``target = {"masks": N×T×H×W bool, "labels": N long zeros, "video_id", "frames"}`` with the objects labelled
@@ -273,9 +278,55 @@ class ClipDataset:
                   "video_id": video.id, "frames": list(frames)}
         return clip, target
 
+    def __getitem__(self, index: int) -> Tuple[torch.Tensor, Dict[str, Any]]:
+        return self.sample(index)
+
     def batch(self, indices: Sequence[int]) -> Tuple[torch.Tensor, List[Dict[str, Any]]]:
-        items = [self.sample(i) for i in indices]
-        return torch.stack([c for c, _ in items]), [t for _, t in items]
+        return collate_clips([self.sample(i) for i in indices])
+
+
+def collate_clips(items: Sequence[Tuple[torch.Tensor, Dict[str, Any]]]) -> Tuple[torch.Tensor, List[Dict[str, Any]]]:
+    """Samples → ``(B×T×3×H×W clips, [target] * B)`` (targets hold different numbers of objects)."""
+    return torch.stack([c for c, _ in items]), [t for _, t in items]
+
+
+class StepSampler(torch.utils.data.Sampler):
+    """The sample indices of steps ``start .. total - 1`` for one rank: step ``s`` gets
+    ``(s·world + rank)·batch_size`` and the ``batch_size − 1`` after it."""
+
+    def __init__(self, batch_size: int, start: int, total: int, rank: int = 0, world: int = 1) -> None:
+        self.batch_size, self.start, self.total, self.rank, self.world = batch_size, start, total, rank, world
+
+    def __iter__(self) -> Iterator[List[int]]:
+        for step in range(self.start, self.total):
+            first = (step * self.world + self.rank) * self.batch_size
+            yield list(range(first, first + self.batch_size))
+
+    def __len__(self) -> int:
+        return max(0, self.total - self.start)
+
+
+def _worker_init(_: int) -> None:
+    """One thread per data worker: the workers run beside the training process's own threads."""
+    import cv2
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+
+
+def clip_loader(dataset: ClipDataset, start: int, total: int, *, rank: int = 0, world: int = 1,
+                pin_memory: bool = False) -> "torch.utils.data.DataLoader":
+    """Batches of steps ``start .. total - 1`` (:class:`StepSampler`), read by ``dataset.cfg.num_workers``
+    worker processes (0: in this process) with ``prefetch_factor`` batches each in flight."""
+    cfg = dataset.cfg
+    workers = int(cfg.num_workers)
+    return torch.utils.data.DataLoader(
+        dataset, batch_sampler=StepSampler(cfg.batch_size, start, total, rank, world), num_workers=workers,
+        collate_fn=collate_clips, pin_memory=pin_memory, worker_init_fn=_worker_init if workers else None,
+        prefetch_factor=cfg.prefetch_factor if workers else None, persistent_workers=False,
+        # the loader draws its workers' base seed from this generator, not from the global RNG that training
+        # draws from (and checkpoints): a resumed run's RNG then continues as the uninterrupted run's
+        generator=torch.Generator().manual_seed(0))
 
 
 def cv2_resize_nearest(mask: np.ndarray, size: Tuple[int, int]) -> np.ndarray:

@@ -48,7 +48,7 @@ from s2d.errors import InputError, S2DError, SettingError
 from s2d.io.atomic import atomic_path, remove_stale_temps
 from s2d.model import ModelConfig, VideoMask2Former, VideoSetCriterion
 from s2d.train.config import STAGES, TrainConfig, load_train_config
-from s2d.train.data import ClipDataset, load_labelset
+from s2d.train.data import ClipDataset, clip_loader, load_labelset
 from s2d.train.ddp import DistEnv, all_reduce_mean, any_true, barrier, init_distributed, wrap_ddp
 from s2d.train.ema import EMATeacher, unwrap
 
@@ -307,7 +307,8 @@ class _StepLosses:
     losses: Dict[str, torch.Tensor]   # the keymask criterion's terms ("loss", "loss_mask", "loss_dice", ...)
     loss_kd: Optional[torch.Tensor]   # the distillation loss (None when distillation is off)
     n_teacher: int                    # teacher targets in the batch
-    data_s: float = 0.0               # seconds spent reading and augmenting the batch's clips
+    data_s: float = 0.0               # seconds spent waiting for the batch's clips (read ahead by the workers)
+    step_s: float = 0.0               # seconds of the step itself (forward, backward, update)
 
 
 @dataclass
@@ -478,10 +479,16 @@ def _run_steps(st: _Stage, loop: _Loop, stop_at: Optional[int], progress: bool) 
     bar = tqdm(total=st.total, initial=st.step, desc=st.name, unit="it", disable=not (progress and env.is_main),
                dynamic_ncols=True)
     clock = _MetricsClock(time.perf_counter())
+    end = st.total if stop_at is None else min(st.total, int(stop_at))
+    loader = clip_loader(loop.dataset, st.step, end, rank=env.rank, world=env.world_size,
+                         pin_memory=env.device.type == "cuda")
+    batches = iter(loader)
     try:
-        end = st.total if stop_at is None else min(st.total, int(stop_at))
         while st.step < end:
-            out = _train_step(st, loop)
+            t0 = time.perf_counter()
+            clips, targets = next(batches)  # batch st.step (StepSampler), read ahead by the workers
+            out = _train_step(st, loop, clips, targets)
+            out.data_s = time.perf_counter() - t0 - out.step_s
             st.step += 1
             clock.steps_since += 1
             clock.data_s += out.data_s
@@ -493,20 +500,16 @@ def _run_steps(st: _Stage, loop: _Loop, stop_at: Optional[int], progress: bool) 
                 _save_checkpoint(st)
     finally:
         bar.close()
+        del batches  # stops the data workers
 
 
-def _train_step(st: _Stage, loop: _Loop) -> _StepLosses:
-    """One optimisation step on batch ``st.step``: losses, the NaN/Inf stop, update, teacher EMA update."""
+def _train_step(st: _Stage, loop: _Loop, clips: torch.Tensor, targets: List[Dict[str, Any]]) -> _StepLosses:
+    """One optimisation step on a batch: losses, the NaN/Inf stop, update, teacher EMA update."""
     cfg, env = st.cfg, st.env
-    bs = cfg.data.batch_size
-    first = (st.step * env.world_size + env.rank) * bs
     t0 = time.perf_counter()
-    clips, targets = loop.dataset.batch(range(first, first + bs))
-    data_s = time.perf_counter() - t0
     clips = clips.to(env.device, non_blocking=True)
     gt = [{"masks": t["masks"].to(env.device), "labels": t["labels"].to(env.device)} for t in targets]
     out = _step_losses(st, loop, clips, gt)
-    out.data_s = data_s
     _check_finite(st, out.value)
     st.opt.zero_grad(set_to_none=True)
     if st.scaler is not None:  # fp16: scaled loss, gradients unscaled before clipping
@@ -523,6 +526,7 @@ def _train_step(st: _Stage, loop: _Loop) -> _StepLosses:
         st.opt.step()
     st.sched.step()
     st.teacher.update(st.model, st.step)
+    out.step_s = time.perf_counter() - t0
     return out
 
 
