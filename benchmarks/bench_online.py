@@ -9,7 +9,7 @@ on the same frames held in memory.
 
 Usage::
 
-    python benchmarks/bench_online.py --model default --online-model runs/online/online.pt --threads 2 \\
+    python benchmarks/bench_online.py --model default --online-model default --threads 2 \\
         --out benchmarks/results/online_latency.md
 """
 
@@ -50,7 +50,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--source", default=DEFAULT_SOURCE, help="video or frame folder (default DAVIS bmx-bumps)")
     ap.add_argument("--model", default="default", help="the offline model (checkpoint or 'default')")
-    ap.add_argument("--online-model", default=None, help="the online model (default: --model, frame by frame)")
+    ap.add_argument("--online-model", default="default",
+                    help="the online model (checkpoint, or 'default': the packaged online model)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--frames", type=int, default=0, help="only the first N frames (0: all)")
     ap.add_argument("--out", default=None, help="write a Markdown table here")
@@ -66,12 +67,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     with open_video(a.source, end=a.frames or None) as stream:
         frames = [f.rgb for f in stream]
     rows = []
-    for label, spec, online in (("offline (chunks of 8, overlap 2)", a.model, False),
-                                ("online, offline model frame by frame", a.model, True),
-                                ("online model", a.online_model, True)):
-        if spec is None:
-            continue
-        model = load_model(spec, "cpu")
+    for label, spec, online, packaged_online in (("offline (chunks of 8, overlap 2)", a.model, False, False),
+                                                 ("online, offline model frame by frame", a.model, True, False),
+                                                 ("online model", a.online_model, True, True)):
+        model = load_model(spec, "cpu", online=packaged_online)
         run(model, frames[:3], online)  # warm-up
         r = run(model, frames, online)
         rows.append((label, spec, r))

@@ -7,6 +7,8 @@ output of each chunk (tubes with score ≥ ``--floor``, logits stored as float16
 ``WORK/chunk_cache/NAME`` and reused by every later variant, so only the post-processing is re-run: linking,
 thresholds, splitting, refinement. Settings that change the model's input (``max_side``, ``chunk``) miss the
 cache and run the model. Variants must not go below the floor (``score_threshold``/``continue_threshold``).
+An online model (``query_propagation``, from ``s2d train --stages online``) runs uncached in every variant: its
+output on a frame depends on the frames before it.
 
 Usage::
 
@@ -74,7 +76,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     name, _, ckpt = a.model.partition("=")
     ckpt = ckpt or name
     work = Path(a.work)
-    model = CachedModel(weights.load_model(ckpt, "cpu"), work / "chunk_cache" / name, a.floor)
+    model = weights.load_model(ckpt, "cpu")
+    if not model.config.query_propagation:  # an online model's output depends on the frames before: not cached
+        model = CachedModel(model, work / "chunk_cache" / name, a.floor)
     single = B.dev_sequences()
     mosaics = B.build_mosaics(single, work)
     gt_single = B.build_gt_root(single, work / "gt")

@@ -125,3 +125,16 @@ def test_online_stage_needs_the_offline_model(tmp_path: Path):
     with pytest.raises(InputError, match="online stage distils"):
         train(tiny_config(max_iter=2), data, data.parent / "videos", tmp_path / "run", stages=["online"],
               progress=False)
+
+
+def test_the_packaged_online_model_is_the_online_default():
+    from s2d.infer import load_model
+    from s2d.infer.weights import default_model_path
+
+    if not default_model_path(online=True).is_file():
+        pytest.fail("the online model is not installed in s2d/weights")
+    online = load_model("default", "cpu", online=True)
+    assert online.config.query_propagation
+    assert not load_model("default", "cpu").config.query_propagation
+    offline = VideoMask2Former.from_checkpoint(default_model_path(), "cpu")
+    assert online.config.replace(query_propagation=False) == offline.config  # distilled from it

@@ -281,9 +281,10 @@ def _add_segment(sub: "argparse._SubParsersAction") -> None:
         description="Stage 4 of S2D: run a trained class-agnostic video Mask2Former over videos or frame\n"
                     "folders and export every object's masks with ids that persist over the video. No prompts,\n"
                     "no labels. The video streams through the model in chunks of L frames that overlap by K;\n"
-                    "tubes are linked across chunks by mask IoU on the shared frames, and results are written\n"
+                    "tubes are linked across chunks by mask IoU on the shared frames and by the similarity of\n"
+                    "their query embeddings (link_embed), and results are written\n"
                     "frame by frame, so memory does not grow with the video's length. An object missed for\n"
-                    "up to track_memory chunks gets its id back when it returns; ids are never given to\n"
+                    "up to track_memory frames gets its id back when it returns; ids are never given to\n"
                     "another object.\n"
                     "Masks are at the input's original resolution; overlaps go to the higher score.\n\n"
                     "Outputs for an input named NAME (a video file's stem or a frame folder's name):\n"
@@ -301,7 +302,7 @@ def _add_segment(sub: "argparse._SubParsersAction") -> None:
                "  s2d segment a.mp4 b.mp4 frames/ -o out --format ytvis,davis,mots,overlay\n"
                "  s2d segment bikes.mp4 -o out --model runs/train/model.pt --score-threshold 0.7\n"
                "  s2d segment long.mp4 -o out --chunk 16 --overlap 4 --max-side 640 --refine crf --device cuda\n"
-               "  s2d segment rtsp://camera.local/live -o out --online --model runs/train/online.pt\n"
+               "  s2d segment rtsp://camera.local/live -o out --online\n"
                "  ffmpeg -i clip.mp4 -f mpegts - | s2d segment - -o out --online\n"
                "  s2d eval davis --gt ../shared/data/davis2016 --pred out/ --protocol union",
         formatter_class=_FORMATTER,
@@ -321,11 +322,11 @@ def _add_segment(sub: "argparse._SubParsersAction") -> None:
                    help=f"frames the model sees at once; memory grows with L (default {d.chunk})")
     p.add_argument("--overlap", type=int, default=d.overlap, metavar="K",
                    help=f"frames shared by consecutive chunks, 0 <= K < L; tracks are linked on them "
-                        f"(default {d.overlap}; 0: every chunk starts new ids)")
+                        f"(default {d.overlap}; 0: chunks are linked by their last and first frames)")
     p.add_argument("--online", action="store_true",
                    help="one frame at a time: each frame's results are written before the next frame is read "
-                        "(for live input; --chunk/--overlap are then 1/0). An online model (s2d train --stages "
-                        "online) carries its queries from frame to frame")
+                        "(for live input; --chunk/--overlap are then 1/0). With --model default: the packaged "
+                        "online model, whose queries carry over from frame to frame (s2d train --stages online)")
     p.add_argument("--max-side", type=int, default=d.max_side, metavar="PX",
                    help=f"the model runs on frames resized to this long side (default {d.max_side}); masks are "
                         f"written at the original size")
@@ -340,7 +341,7 @@ def _add_segment(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--format", dest="formats", default=",".join(DEFAULT_FORMATS), metavar="LIST",
                    help=f"comma-separated outputs among {','.join(FORMATS)} (default {','.join(DEFAULT_FORMATS)})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override another setting (repeatable), e.g. --set link_iou=0.5, --set track_memory=4, "
+                   help="override another setting (repeatable), e.g. --set link_iou=0.5, --set track_memory=24, "
                         "--set refine_max_side=640; see s2d.infer.SegmentConfig for the keys")
     p.set_defaults(func=_cmd_segment)
 
@@ -699,7 +700,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
                         device=args.device, split=args.split, online=args.online)
     cfg = apply_overrides(cfg, args.overrides, "segment")
     videos = _segment_inputs(args.inputs)
-    model = load_model(cfg.model, cfg.device)
+    model = load_model(cfg.model, cfg.device, online=cfg.online)
     failed = 0
     for src, name in videos:
         try:

@@ -125,7 +125,7 @@ class VideoPredictor:
         self._enc_cache = {}
         self._queries = None
         self.frames_read = 0
-        linker = TubeLinker(cfg.link_iou, cfg.track_memory, cfg.link_embed)
+        linker = TubeLinker(cfg.link_iou, cfg.memory_chunks, cfg.link_embed)
         window: Deque[_Item] = deque(maxlen=cfg.chunk)  # the last ≤ L frames: the next chunk
         source = iter(frames)
         size: Optional[Tuple[int, int]] = None
@@ -327,7 +327,7 @@ def segment_frames(source: Union[PathLike, Iterable[Union[Frame, np.ndarray]]],
     if model is None:
         from s2d.infer.weights import load_model
 
-        model = load_model(config.model, config.device)
+        model = load_model(config.model, config.device, online=config.online)
     predictor = VideoPredictor(model, config)
     if isinstance(source, (str, os.PathLike)):
         from s2d.io.video import open_video

@@ -21,18 +21,22 @@ DEFAULT_MODEL = "default"
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def default_model_path() -> Path:
-    """Where the packaged default weights live (the file may be missing in a development checkout)."""
-    return Path(str(importlib.resources.files("s2d") / "weights" / "default.pt"))
+def default_model_path(online: bool = False) -> Path:
+    """Where the packaged default weights live: ``default.pt``, or with ``online`` the online model
+    ``online.pt`` (distilled from ``default.pt`` by ``s2d train --stages online``). The file may be missing in a
+    development checkout."""
+    return Path(str(importlib.resources.files("s2d") / "weights" / ("online.pt" if online else "default.pt")))
 
 
-def load_model(spec: PathLike = DEFAULT_MODEL, device: Any = AUTO) -> Any:
+def load_model(spec: PathLike = DEFAULT_MODEL, device: Any = AUTO, *, online: bool = False) -> Any:
     """The :class:`~s2d.model.VideoMask2Former` named by ``spec``, in eval mode on ``device``.
 
     Args:
         spec: ``"default"`` for the packaged weights, else the path of a checkpoint written by ``s2d train``
             (``<run>/<stage>/model.pt``) or :meth:`VideoMask2Former.save_checkpoint`.
         device: torch device or its name (``"auto"``: CUDA when available, else CPU; :mod:`s2d.device`).
+        online: with ``spec="default"``, the packaged online model (``s2d segment --online``) where it is
+            installed, else the default model (which also runs frame by frame).
 
     Raises:
         SettingError: the default weights are not installed, or the device is not available.
@@ -42,7 +46,9 @@ def load_model(spec: PathLike = DEFAULT_MODEL, device: Any = AUTO) -> Any:
 
     dev = resolve_device(device)
     if os.fspath(spec) == DEFAULT_MODEL:
-        path = default_model_path()
+        path = default_model_path(online)
+        if online and not path.is_file():
+            path = default_model_path()
         if not path.is_file():
             raise SettingError(f"the default model is not installed ({path} is missing); "
                                f"pass --model PATH with a checkpoint from `s2d train`")

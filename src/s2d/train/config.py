@@ -153,9 +153,12 @@ class DenseConfig:
     # part (the rule and default of `s2d segment`)
     split: bool = False
     split_min_area: float = 0.002
-    # chunks an object missing from a chunk stays linkable (s2d segment's track_memory); 0: the track ends
+    # frames an object missing from a chunk stays linkable (s2d segment's track_memory); 0: the track ends
     track_memory: int = 0
     max_objects: int = 20  # at most this many tubes per chunk, highest scores first
+    # weight of the query-embedding similarity in linking (s2d segment's link_embed); 0: masks only, as the
+    # shipped recipe's labels were made
+    link_embed: float = 0.0
 
     def segment_config(self) -> "SegmentConfig":
         """These settings as the :class:`~s2d.infer.config.SegmentConfig` that dense labelling predicts with
@@ -165,8 +168,8 @@ class DenseConfig:
         return SegmentConfig(
             score_threshold=self.score_threshold, continue_threshold=self.score_threshold,
             track_memory=self.track_memory, max_objects=self.max_objects, chunk=self.window, overlap=self.overlap,
-            max_side=self.max_side, link_iou=self.link_iou, refine=self.refine, guided_radius=self.guided_radius,
-            guided_eps=self.guided_eps, min_area=self.min_area, split=self.split, split_min_area=self.split_min_area,
+            max_side=self.max_side, link_iou=self.link_iou, link_embed=self.link_embed, refine=self.refine,
+            guided_radius=self.guided_radius, guided_eps=self.guided_eps, min_area=self.min_area, split=self.split, split_min_area=self.split_min_area,
             tta_flip=self.tta_flip, tta_scales=tuple(self.tta_scales))
 
 

@@ -324,6 +324,8 @@ def clip_loader(dataset: ClipDataset, start: int, total: int, *, rank: int = 0, 
         dataset, batch_sampler=StepSampler(cfg.batch_size, start, total, rank, world), num_workers=workers,
         collate_fn=collate_clips, pin_memory=pin_memory, worker_init_fn=_worker_init if workers else None,
         prefetch_factor=cfg.prefetch_factor if workers else None, persistent_workers=False,
+        # fresh worker processes: a fork of a process whose OpenMP / torch thread pools are in use can hang
+        multiprocessing_context="spawn" if workers else None,
         # the loader draws its workers' base seed from this generator, not from the global RNG that training
         # draws from (and checkpoints): a resumed run's RNG then continues as the uninterrupted run's
         generator=torch.Generator().manual_seed(0))
