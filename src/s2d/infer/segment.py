@@ -268,22 +268,16 @@ def segment_video(source: PathLike, outdir: PathLike, config: Optional[SegmentCo
             err = InputError(exc.path or os.fspath(source), exc.problem + where)
             err.frame_index = getattr(exc, "frame_index", None)  # type: ignore[attr-defined]
             raise err from None
-        except KeyboardInterrupt:  # a live source ends with Ctrl-C: complete the outputs of the frames so far
+        except BaseException as exc:
             bar.close()
             try:
                 writer.close()
             finally:
-                if stream.live and outputs.frames:
+                # a live source ends with Ctrl-C: complete the outputs of the frames so far; else drop them
+                if isinstance(exc, KeyboardInterrupt) and stream.live and outputs.frames:
                     outputs.finish(predictor.track_scores)
                 else:
                     outputs.abort()
-            raise
-        except BaseException:
-            bar.close()
-            try:
-                writer.close()
-            finally:
-                outputs.abort()
             raise
         bar.close()
         if outputs.frames == 0:

@@ -284,6 +284,12 @@ def _stream_duration_s(stream: Any) -> Optional[float]:
     return None
 
 
+def _stream_fps(stream: Any) -> Optional[float]:
+    """A PyAV video stream's frame rate (average, else guessed); ``None`` when it declares none."""
+    rate = stream.average_rate or stream.guessed_rate
+    return float(rate) if rate and float(rate) > 0 else None
+
+
 def _rotation_steps(frame: Any) -> int:
     """Quarter turns (counter-clockwise, as ``np.rot90`` wants) that display the frame upright."""
     try:
@@ -393,8 +399,7 @@ class VideoStream:
         container, decoder, first = self._open_container(path)
         self._probe = (container, decoder, first)
         stream = container.streams.video[0]
-        rate = stream.average_rate or stream.guessed_rate
-        fps = float(rate) if rate and float(rate) > 0 else None
+        fps = _stream_fps(stream)
         total = int(stream.frames) if stream.frames and stream.frames > 0 else None
         self._rot = _rotation_steps(first) if self.autorotate else 0
         w, h = int(first.width), int(first.height)
@@ -432,8 +437,7 @@ class VideoStream:
                 target, options = self.source, {"timeout": (LIVE_TIMEOUT_S, LIVE_TIMEOUT_S)}
             container, decoder, first = self._open_container(self.source, target, **options)
             self._probe = (container, decoder, first)
-            rate = container.streams.video[0].average_rate or container.streams.video[0].guessed_rate
-            fps = float(rate) if rate and float(rate) > 0 else None
+            fps = _stream_fps(container.streams.video[0])
             w, h = int(first.width), int(first.height)
             kind = "stream"
         self._fps = fps

@@ -116,15 +116,21 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, max_iter: int)
 
 
 @torch.no_grad()
+def teacher_queries(outputs: Dict[str, torch.Tensor], score_threshold: float = 0.75) -> List[torch.Tensor]:
+    """Per clip, the indices of the teacher's queries with object probability ≥ ``score_threshold`` (in query
+    order): the queries :func:`teacher_targets` turns into targets, in its order."""
+    probs = outputs["pred_logits"].float().softmax(-1)[..., 0]  # B×Q
+    return [(p >= score_threshold).nonzero().flatten() for p in probs]
+
+
+@torch.no_grad()
 def teacher_targets(outputs: Dict[str, torch.Tensor], size: Sequence[int], score_threshold: float = 0.75,
                     mask_threshold: float = 0.0) -> List[Dict[str, torch.Tensor]]:
     """Teacher predictions → a target list: queries with object probability ≥ ``score_threshold``, masks
     bilinearly upsampled to ``size`` and binarised at logit > ``mask_threshold`` (reference: class score,
     no-object removed, then ``> 0.``)."""
-    probs = outputs["pred_logits"].float().softmax(-1)[..., 0]  # B×Q
     out = []
-    for b in range(probs.shape[0]):
-        keep = probs[b] >= score_threshold
+    for b, keep in enumerate(teacher_queries(outputs, score_threshold)):
         m = outputs["pred_masks"][b, keep].float()  # K×T×h×w
         if m.shape[0]:
             m = F.interpolate(m, size=tuple(int(v) for v in size), mode="bilinear", align_corners=False)
@@ -562,8 +568,7 @@ def _online_losses(st: _Stage, loop: _Loop, clips: torch.Tensor, gt: List[Dict[s
     losses = loop.criterion(out, gt, num_instances=_num_instances(gt, env))
     with torch.no_grad():
         t_out = _forward(st, st.offline, clips, aux=False)
-    keep = [((t_out["pred_logits"][b].float().softmax(-1)[:, 0] >= oc.score_threshold)).nonzero().flatten()
-            for b in range(clips.shape[0])]
+    keep = teacher_queries(t_out, oc.score_threshold)
     kd_t = teacher_targets(t_out, clips.shape[-2:], oc.score_threshold, st.cfg.distill.mask_threshold)
     for b, t in enumerate(kd_t):  # tubes with no pixel are no targets (the criterion drops them too)
         present = t["masks"].flatten(1).any(1)
