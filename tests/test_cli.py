@@ -38,7 +38,8 @@ def _video(h: int = 12, w: int = 16, T: int = 4) -> VideoSegmentation:
 
 
 # ----------------------------------------------------------------------------- help
-@pytest.mark.parametrize("argv", [[], ["eval"], ["eval", "ytvis"], ["eval", "davis"], ["export"], ["segment"]])
+@pytest.mark.parametrize("argv", [[], ["eval"], ["eval", "ytvis"], ["eval", "davis"], ["export"], ["segment"],
+                                  ["report"]])
 def test_every_help_is_complete(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         main(argv + ["--help"])
@@ -264,7 +265,7 @@ def test_readme_commands_parse_with_the_cli():
 
 
 @pytest.mark.parametrize("argv", [[], ["masks"], ["discover"], ["train"], ["segment"], ["eval"], ["eval", "ytvis"],
-                                  ["eval", "davis"], ["export"]])
+                                  ["eval", "davis"], ["export"], ["report"], ["export-model"]])
 def test_readme_shows_the_current_help(argv, monkeypatch, capsys):
     """The README's command reference is the real `--help` output (generated with COLUMNS=100)."""
     monkeypatch.setenv("COLUMNS", "100")

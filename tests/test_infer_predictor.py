@@ -7,6 +7,8 @@ written down exactly.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List
 
@@ -238,6 +240,26 @@ def test_overlaps_go_to_the_higher_score() -> None:
     assert fr.masks[0].sum() == 100 and fr.masks[0][5:15, 5:15].all()  # b whole
     assert fr.masks[1].sum() == 100 - 25 and not fr.masks[1][5:10, 5:10].any()  # a loses the shared corner
 
+    low = replace(cfg, score_threshold=0.5, continue_threshold=0.5)
+    fr = next(iter(VideoPredictor(Scripted(draw), low)(flat_frames(1))))
+    assert fr.ids.tolist() == [1, 2]  # c passes the threshold but keeps no pixel under a
+    kept = next(iter(VideoPredictor(Scripted(draw), replace(low, resolve_overlaps=False))(flat_frames(1))))
+    assert kept.ids.tolist() == [1, 2, 3]  # as predicted: a keeps its corner, c is there under it
+    assert [int(m.sum()) for m in kept.masks] == [100, 100, 4] and (kept.masks[0] & kept.masks[1]).sum() == 25
+
+
+def test_upscale_off_runs_small_frames_at_their_size() -> None:
+    seen: List[tuple] = []
+
+    def draw(t: int, h: int, w: int) -> Dict[str, tuple]:
+        seen.append((h, w))
+        return {}
+
+    for upscale, size in [(True, (64, 96)), (False, (32, 48))]:
+        seen.clear()
+        list(VideoPredictor(Scripted(draw), SegmentConfig(max_side=96, upscale=upscale))(flat_frames(2)))
+        assert set(seen) == {size}
+
 
 # (frames, chunk, overlap) -> the chunks the model sees: starts every chunk-overlap frames, the last chunk is
 # the video's last `chunk` frames
@@ -353,6 +375,7 @@ def test_working_size() -> None:
     ({"score_threshold": 1.5}, "score threshold"), ({"max_objects": 0}, "max objects"),
     ({"refine": "bilateral"}, "refine"), ({"max_side": 8}, "max side"), ({"link_iou": 0}, "link IoU"),
     ({"guided_radius": 0}, "guided radius"), ({"guided_eps": -1}, "guided eps"), ({"split": "yes"}, "split"),
+    ({"upscale": 1}, "upscale"), ({"resolve_overlaps": "no"}, "resolve_overlaps"),
     ({"continue_threshold": -0.1}, "continue threshold"), ({"track_memory": -1}, "track memory"),
     ({"track_memory": 1.5}, "track memory"),
 ])

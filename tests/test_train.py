@@ -571,7 +571,7 @@ def test_load_labelset_score_ratio_gate(tmp_path, ratios, min_ratio, kept):
 
 def test_dense_labels_are_what_segment_predicts_with_the_same_settings():
     """Dense labelling is "predict, then merge keymasks": its predictions are s2d segment's (the one streaming
-    predictor) with DenseConfig.segment_config(), frame for frame, overlaps resolved."""
+    predictor) with DenseConfig.segment_config(), frame for frame; overlaps kept by default, resolved on request."""
     import numpy as np
 
     from s2d import rle as rle_utils
@@ -584,20 +584,24 @@ def test_dense_labels_are_what_segment_predicts_with_the_same_settings():
     model = VideoMask2Former(model_preset("tiny")).eval()
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 255, (40, 56, 3), dtype=np.uint8) for _ in range(7)]
-    cfg = DenseConfig(window=3, overlap=1, score_threshold=0.0, max_side=64, min_area=1, split=True)
-    objs = predict_video_dense(model, iter(frames), 6, cfg)
-    want: dict = {}
-    for res in segment_frames(iter(frames[:6]), cfg.segment_config(), model=model):
-        for k, tid in enumerate(res.ids.tolist()):
-            want.setdefault(tid, [None] * 6)[res.index] = res.masks[k]
-    assert objs and len(objs) == len(want)
-    for obj, tid in zip(objs, sorted(want)):
-        for t in range(6):
-            got = None if obj["segs"][t] is None else rle_utils.decode(obj["segs"][t])
-            assert (got is None) == (want[tid][t] is None)
-            assert got is None or (got == want[tid][t]).all()
-    cover = sum(rle_utils.decode(o["segs"][0]).astype(int) for o in objs if o["segs"][0] is not None)
-    assert cover.max() <= 1  # disjoint, as every s2d segment export
+    covers = {}
+    for resolve in (False, True):
+        cfg = DenseConfig(window=3, overlap=1, score_threshold=0.0, max_side=64, min_area=1, split=True,
+                          resolve_overlaps=resolve)
+        objs = predict_video_dense(model, iter(frames), 6, cfg)
+        want: dict = {}
+        for res in segment_frames(iter(frames[:6]), cfg.segment_config(), model=model):
+            for k, tid in enumerate(res.ids.tolist()):
+                want.setdefault(tid, [None] * 6)[res.index] = res.masks[k]
+        assert objs and len(objs) == len(want)
+        for obj, tid in zip(objs, sorted(want)):
+            for t in range(6):
+                got = None if obj["segs"][t] is None else rle_utils.decode(obj["segs"][t])
+                assert (got is None) == (want[tid][t] is None)
+                assert got is None or (got == want[tid][t]).all()
+        covers[resolve] = sum(rle_utils.decode(o["segs"][0]).astype(int) for o in objs if o["segs"][0] is not None)
+    assert covers[True].max() <= 1  # resolved: disjoint, as every s2d segment export
+    assert covers[False].max() > 1  # kept: the random tiny model's masks overlap, and the labels keep that
 
 
 @pytest.mark.parametrize("stage, offset", [("distill", 0), ("self-distill", 7919), ("self-distill-2", 15838),

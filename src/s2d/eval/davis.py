@@ -76,6 +76,7 @@ __all__ = [
     "evaluate_sequence",
     "f_measure",
     "format_davis_table",
+    "frame_j",
     "normalize_protocol",
     "seg2bmap",
     "tolerance_radius",
@@ -905,3 +906,31 @@ def format_davis_table(report: Mapping[str, Any]) -> str:
         lines.append("warnings:")
         lines.extend(f"  {w}" for w in warns)
     return "\n".join(lines)
+
+
+def frame_j(report: Mapping[str, Any], seq: Mapping[str, Any]) -> Tuple[List[int], Dict[str, np.ndarray]]:
+    """J on every scored frame of one sequence of an :func:`evaluate_davis` report (``seq``: one entry of its
+    ``"sequences"``), per GT object (``"object k"``) against the id the evaluation matched to it (the union of
+    all ids under ``union``), read with the evaluation's own readers: its mean is the report's J-Mean.
+
+    Returns the scored frame indices and the per-object values.
+
+    Raises :class:`InputError` when the ground truth or the predictions the report names are gone.
+    """
+    protocol = str(report["protocol"])
+    gt = _open_gt_sequence(Path(report["gt_dir"]) / str(seq["sequence"]))
+    pred_dir = Path(seq["pred_dir"]) if seq.get("pred_dir") else _resolve_pred_dir(Path(report["pred_dir"]),
+                                                                                      str(seq["sequence"]))
+    frames = _scored_frames(len(gt.frames), protocol)
+    matched = [o.get("matched_id") for o in seq.get("objects", [])]
+    values = np.zeros((len(matched), len(frames)))
+    for k, t in enumerate(frames):
+        objs, void, _ = gt.load(t)
+        labels = _read_pred_labels(pred_dir / f"{gt.frames[t]}.png", gt.shape)
+        if protocol == "union":
+            objs = [np.logical_or.reduce(objs)] if objs else [np.zeros(gt.shape, dtype=bool)]
+        use_void = void if protocol == "unsupervised" else None
+        for n, pid in enumerate(matched):
+            pred = labels != 0 if protocol == "union" else (labels == pid if pid is not None else np.zeros(gt.shape, bool))
+            values[n, k] = float(db_eval_iou(objs[n], pred, use_void))
+    return frames, {f"object {n + 1}": values[n] for n in range(len(matched))}

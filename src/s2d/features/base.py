@@ -221,7 +221,8 @@ def token_grid(height: int, width: int, stride: int, max_tokens: int = 2048) -> 
 
 def resample(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
     """Resize a ``B×C×h×w`` map to ``size``: identity, bilinear upsampling, or antialiased downsampling."""
-    size = (int(size[0]), int(size[1]))
+    if not isinstance(size[0], torch.SymInt):  # symbolic sizes (ONNX export) stay symbolic
+        size = (int(size[0]), int(size[1]))
     if tuple(x.shape[-2:]) == size:
         return x
     down = size[0] < x.shape[-2] or size[1] < x.shape[-1]

@@ -15,7 +15,7 @@ from typing import Any, Optional, Sequence, Tuple
 
 from s2d.errors import SettingError
 
-__all__ = ["DEFAULT_FORMATS", "DEFAULT_REFINE", "FORMATS", "REFINE_MODES", "SegmentConfig", "check_formats",
+__all__ = ["BACKENDS", "DEFAULT_BACKEND", "DEFAULT_FORMATS", "DEFAULT_REFINE", "FORMATS", "REFINE_MODES", "SegmentConfig", "check_formats",
            "parse_formats"]
 
 #: Edge refinement of the output masks unless ``--refine`` says otherwise ("none", "guided" or "crf").
@@ -23,6 +23,10 @@ DEFAULT_REFINE = "guided"
 REFINE_MODES = ("none", "guided", "crf")
 #: Output formats of ``s2d segment``, in the order they are listed and written.
 FORMATS = ("ytvis", "davis", "mots", "overlay")
+#: Runtimes of the video model: PyTorch (default), or ONNX Runtime on a file from ``s2d export-model`` (extra
+#: ``s2d[onnx]``; work in progress, issue #19).
+BACKENDS = ("torch", "onnxruntime")
+DEFAULT_BACKEND = "torch"
 DEFAULT_FORMATS = ("ytvis", "davis", "overlay")
 
 
@@ -39,7 +43,9 @@ class SegmentConfig:
     """How ``s2d segment`` runs the video model over a video.
 
     Attributes:
-        model: ``"default"`` (the packaged weights) or the path of a checkpoint written by ``s2d train``.
+        model: ``"default"`` (the packaged weights) or the path of a checkpoint written by ``s2d train``; with
+            ``backend="onnxruntime"``, the path of a ``.onnx`` file written by ``s2d export-model``.
+        backend: ``"torch"`` or ``"onnxruntime"`` (:mod:`s2d.infer.onnx_backend`; the extra ``s2d[onnx]``).
         score_threshold: a tube whose score (objectness × mask quality, in [0, 1]) is at least this may start
             a new object. 0.7 was chosen on the ``seen`` DAVIS split (``benchmarks/RESULTS.md``, stage 4).
         continue_threshold: a tube scoring at least this (and under ``score_threshold``) is kept only when it
@@ -64,6 +70,10 @@ class SegmentConfig:
             many pixels. ``None``: the frames' own size. The model was trained on 256×448 crops of frames
             zoomed 1–1.5× beyond the 448 px scale; 576 px (zoom 1.29) measured +0.03 union J on the ``seen``
             split over 448, and 640 px little more at 1.2× the cost (``benchmarks/RESULTS.md``, stage 4).
+        upscale: whether ``max_side`` also enlarges frames smaller than it (``False``: they keep their size).
+        resolve_overlaps: a pixel two objects claim goes to the higher score, so each frame's masks are
+            disjoint (DAVIS PNGs and MOTS need that; ``False`` keeps the masks as predicted, which only the
+            YouTube-VIS JSON can hold).
         link_iou: mean IoU over the shared frames that continues a track across chunks.
         link_embed: weight λ of the query-embedding similarity in linking: a tube continues a track when
             ``(1 − λ)·IoU + λ·cos`` reaches ``link_iou`` (:class:`~s2d.infer.linking.TubeLinker`; 0: masks only).
@@ -100,6 +110,7 @@ class SegmentConfig:
     """
 
     model: str = "default"
+    backend: str = DEFAULT_BACKEND
     score_threshold: float = 0.7
     continue_threshold: float = 0.7
     track_memory: int = 48
@@ -107,6 +118,8 @@ class SegmentConfig:
     chunk: int = 8
     overlap: int = 2
     max_side: Optional[int] = 576
+    upscale: bool = True
+    resolve_overlaps: bool = True
     link_iou: float = 0.3
     link_embed: float = 0.5
     refine: str = DEFAULT_REFINE
@@ -132,6 +145,8 @@ class SegmentConfig:
         """Raise :class:`SettingError` (one line, naming the option) on a bad value; return ``self``."""
         if not isinstance(self.model, str) or not self.model:
             raise SettingError(f"model must be 'default' or a checkpoint path, got {self.model!r}")
+        if self.backend not in BACKENDS:
+            raise SettingError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if not _is_number(self.score_threshold) or not 0.0 <= float(self.score_threshold) <= 1.0:
             raise SettingError(f"score threshold must be in [0, 1], got {self.score_threshold!r}")
         if not _is_number(self.continue_threshold) or not 0.0 <= float(self.continue_threshold) <= 1.0:
@@ -169,8 +184,9 @@ class SegmentConfig:
             v = getattr(self, name)
             if not _is_number(v) or not 0.0 <= float(v) <= 1.0:
                 raise SettingError(f"{name.replace('_', ' ')} must be a fraction in [0, 1], got {v!r}")
-        if not isinstance(self.split, bool):
-            raise SettingError(f"split must be true or false, got {self.split!r}")
+        for name in ("split", "upscale", "resolve_overlaps"):
+            if not isinstance(getattr(self, name), bool):
+                raise SettingError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not isinstance(self.online, bool):
             raise SettingError(f"online must be true or false, got {self.online!r}")
         if not isinstance(self.tta_flip, bool):

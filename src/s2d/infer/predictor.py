@@ -148,7 +148,7 @@ class VideoPredictor:
                 frame = self._as_frame(raw, self.frames_read)
                 if size is None:
                     size = frame.rgb.shape[:2]
-                    work_size = working_size(size[0], size[1], cfg.max_side)
+                    work_size = working_size(size[0], size[1], cfg.max_side, upscale=cfg.upscale)
                 elif frame.rgb.shape[:2] != size:
                     h, w = frame.rgb.shape[:2]
                     raise InputError(None, f"frame {self.frames_read}: size {w}x{h} differs from {size[1]}x{size[0]} "
@@ -278,12 +278,12 @@ class VideoPredictor:
                 if tuple(lg.shape[-2:]) != (H, W):
                     lg = F.interpolate(lg[None], size=(H, W), mode="bilinear", align_corners=False)[0]
                 masks[k:k + group] = (lg > 0).numpy()
-            return self._resolve(item.pos, masks, ids, scores)
+            return self._resolve(item.pos, masks, ids, scores, self.config.resolve_overlaps)
         rh, rw = working_size(H, W, self.config.refine_max_side, upscale=False)
         rgb = item.work if item.work.shape[:2] == (rh, rw) else _resize_rgb(item.frame.rgb, (rh, rw))
         if self.config.refine == "guided":
             masks = guided_masks(rgb, logits[:, j], self.config.guided_radius, self.config.guided_eps, (H, W))
-            return self._resolve(item.pos, masks, ids, scores)
+            return self._resolve(item.pos, masks, ids, scores, self.config.resolve_overlaps)
         for k in range(len(ids)):  # one object at a time: memory of one full-size map
             lg = logits[k, j][None, None]
             if tuple(lg.shape[-2:]) != (rh, rw):
@@ -296,13 +296,16 @@ class VideoPredictor:
                 m = F.interpolate(torch.from_numpy(m)[None, None].float(), size=(H, W), mode="bilinear",
                                   align_corners=False)[0, 0].numpy() > 0.5
             masks[k] = m
-        return self._resolve(item.pos, masks, ids, scores)
+        return self._resolve(item.pos, masks, ids, scores, self.config.resolve_overlaps)
 
     @staticmethod
-    def _resolve(pos: int, masks: np.ndarray, ids: np.ndarray, scores: np.ndarray) -> FrameResult:
-        """Overlaps go to the higher score; objects left with no pixel are dropped from the frame."""
-        labels = FrameResult(pos, masks, ids, scores).label_map()
-        masks = labels[None] == ids[:, None, None]
+    def _resolve(pos: int, masks: np.ndarray, ids: np.ndarray, scores: np.ndarray, overlaps: bool = True
+                 ) -> FrameResult:
+        """Overlaps go to the higher score (``overlaps=False``: masks stay as predicted); objects left with no
+        pixel are dropped from the frame."""
+        if overlaps:
+            labels = FrameResult(pos, masks, ids, scores).label_map()
+            masks = labels[None] == ids[:, None, None]
         present = masks.reshape(len(ids), -1).any(1)
         return FrameResult(pos, masks[present], ids[present], scores[present])
 
@@ -327,7 +330,7 @@ def segment_frames(source: Union[PathLike, Iterable[Union[Frame, np.ndarray]]],
     if model is None:
         from s2d.infer.weights import load_model
 
-        model = load_model(config.model, config.device, online=config.online)
+        model = load_model(config.model, config.device, online=config.online, backend=config.backend)
     predictor = VideoPredictor(model, config)
     if isinstance(source, (str, os.PathLike)):
         from s2d.io.video import open_video

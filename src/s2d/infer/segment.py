@@ -247,7 +247,7 @@ def segment_video(source: PathLike, outdir: PathLike, config: Optional[SegmentCo
         if model is None:
             from s2d.infer.weights import load_model
 
-            model = load_model(config.model, config.device, online=config.online)
+            model = load_model(config.model, config.device, online=config.online, backend=config.backend)
         name = name or info.name
         folder = output_dir(outdir, name)
         outputs = _Outputs(folder, formats, info.fps or 25.0, info.orig_height, info.orig_width)

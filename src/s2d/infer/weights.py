@@ -28,7 +28,8 @@ def default_model_path(online: bool = False) -> Path:
     return Path(str(importlib.resources.files("s2d") / "weights" / ("online.pt" if online else "default.pt")))
 
 
-def load_model(spec: PathLike = DEFAULT_MODEL, device: Any = AUTO, *, online: bool = False) -> Any:
+def load_model(spec: PathLike = DEFAULT_MODEL, device: Any = AUTO, *, online: bool = False,
+               backend: str = "torch") -> Any:
     """The :class:`~s2d.model.VideoMask2Former` named by ``spec``, in eval mode on ``device``.
 
     Args:
@@ -37,6 +38,8 @@ def load_model(spec: PathLike = DEFAULT_MODEL, device: Any = AUTO, *, online: bo
         device: torch device or its name (``"auto"``: CUDA when available, else CPU; :mod:`s2d.device`).
         online: with ``spec="default"``, the packaged online model (``s2d segment --online``) where it is
             installed, else the default model (which also runs frame by frame).
+        backend: ``"onnxruntime"``: ``spec`` is a ``.onnx`` file written by ``s2d export-model``, run by an
+            :class:`~s2d.infer.onnx_backend.OnnxVideoModel` (same ``predict``); ``"torch"`` refuses ``.onnx`` files.
 
     Raises:
         SettingError: the default weights are not installed, or the device is not available.
@@ -44,6 +47,8 @@ def load_model(spec: PathLike = DEFAULT_MODEL, device: Any = AUTO, *, online: bo
     """
     from s2d.model import VideoMask2Former
 
+    if backend == "onnxruntime" or os.fspath(spec).lower().endswith(".onnx"):
+        return _load_onnx(spec, device, backend)
     dev = resolve_device(device)
     if os.fspath(spec) == DEFAULT_MODEL:
         path = default_model_path(online)
@@ -55,3 +60,16 @@ def load_model(spec: PathLike = DEFAULT_MODEL, device: Any = AUTO, *, online: bo
     else:
         path = Path(os.fspath(spec))
     return VideoMask2Former.from_checkpoint(path, device=dev).eval()
+
+
+def _load_onnx(spec: PathLike, device: Any, backend: str) -> Any:
+    """The ONNX Runtime model of ``--backend onnxruntime``: ``spec`` must name the exported ``.onnx`` file."""
+    name = os.fspath(spec)
+    if backend != "onnxruntime":
+        raise SettingError(f"{name} is an ONNX model: run it with --backend onnxruntime")
+    if not name.lower().endswith(".onnx"):
+        raise SettingError(f"--backend onnxruntime runs a .onnx file written by `s2d export-model {name} --onnx "
+                           f"model.onnx`; pass it with --model model.onnx")
+    from s2d.infer.onnx_backend import OnnxVideoModel
+
+    return OnnxVideoModel(name, device=str(device))

@@ -42,6 +42,9 @@ LAYOUTS = ("ytvis", "davis", "folders")
 VIDEO_EXTS = tuple(sorted(VIDEO_EXTENSIONS))
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}
+#: discovery methods: keymask discovery with a point tracker (:mod:`s2d.keymasks.discover`, the default) and
+#: FlowCut-style temporal mask matching (:mod:`s2d.keymasks.flowcut`)
+METHODS = ("keymask", "flowcut")
 
 
 # --------------------------------------------------------------------------- inputs
@@ -155,8 +158,11 @@ class DiscoverSettings:
 
     Attributes:
         masks: stage-1 settings as a dict of :class:`s2d.frames.MaskConfig` fields (defaults if empty).
-        keymasks: :class:`~s2d.keymasks.config.KeymaskConfig` fields.
-        tracker: tracker backend name (``flow`` or ``lk``).
+        keymasks: :class:`~s2d.keymasks.config.KeymaskConfig` fields (``method="keymask"``).
+        method: ``"keymask"`` (keymask discovery with the point tracker) or ``"flowcut"`` (FlowCut-style
+            temporal mask matching, :mod:`s2d.keymasks.flowcut`; no point tracker).
+        flowcut: :class:`~s2d.keymasks.flowcut.FlowCutConfig` fields (``method="flowcut"``).
+        tracker: tracker backend name (``flow``, ``lk`` or ``cotracker3``; :func:`s2d.tracking.build_tracker`).
         tracker_settings: keyword settings of the tracker's config.
         backbone: stage-1 feature backbone spec.
         device: torch device of the backbone (``"auto"``: CUDA when available; :mod:`s2d.device`).
@@ -178,6 +184,8 @@ class DiscoverSettings:
     masks_from: Optional[str] = None
     cache_dir: Optional[str] = None
     threads: Optional[int] = None
+    method: str = "keymask"
+    flowcut: Dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> "DiscoverSettings":
         """Build every stage's config once, so a bad key or value is a one-line :class:`SettingError` (naming
@@ -192,24 +200,47 @@ class DiscoverSettings:
         except (TypeError, ValueError) as exc:  # SettingError is a ValueError
             raise SettingError(f"stage-1 settings (masks.KEY): {exc}") from None
         KeymaskConfig.from_dict(self.keymasks)
+        self._check_method()
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
                                          or self.threads < 1):
             raise SettingError(f"threads must be an integer >= 1, got {self.threads!r}")
         resolve_device(self.device)
-        close = getattr(_build_tracker(self), "close", None)
-        if close is not None:
-            close()
+        if self.method == "keymask":
+            close = getattr(_build_tracker(self), "close", None)
+            if close is not None:
+                close()
         return self
+
+    def _check_method(self) -> None:
+        """The method is known and only its own settings are given (a setting of the other method would be
+        silently unused)."""
+        from s2d.keymasks.flowcut import FlowCutConfig
+
+        if self.method not in METHODS:
+            raise SettingError(f"unknown discovery method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if not isinstance(self.flowcut, dict):
+            raise SettingError("flowcut settings must be a mapping of setting names to values")
+        FlowCutConfig.from_dict(self.flowcut)
+        if self.method == "keymask" and self.flowcut:
+            raise SettingError(f"flowcut.{next(iter(self.flowcut))} is a setting of --method flowcut")
+        if self.method == "flowcut" and self.keymasks:
+            raise SettingError(f"{next(iter(self.keymasks))} is a keymask setting; --method flowcut takes "
+                               "flowcut.KEY settings")
+        if self.method == "flowcut" and (self.tracker_settings or self.tracker != "flow"):
+            raise SettingError("--tracker and tracker.KEY settings apply to --method keymask only; --method flowcut "
+                               "uses no point tracker")
 
     def with_overrides(self, items: Sequence[str]) -> "DiscoverSettings":
         """A copy with ``--set`` strings applied, each read by its field's type (:mod:`s2d.settings`):
         ``masks.KEY`` (stage 1, :class:`~s2d.frames.MaskConfig`), ``tracker.KEY`` (the tracker's config, e.g.
-        ``tracker.flow.preset``) or ``KEY`` (:class:`~s2d.keymasks.config.KeymaskConfig`)."""
+        ``tracker.flow.preset``), ``flowcut.KEY`` (:class:`~s2d.keymasks.flowcut.FlowCutConfig`) or ``KEY``
+        (:class:`~s2d.keymasks.config.KeymaskConfig`)."""
         from s2d.frames import MaskConfig
         from s2d.keymasks.config import KeymaskConfig
+        from s2d.keymasks.flowcut import FlowCutConfig
         from s2d.settings import parse_field, split_item
 
-        masks, keymasks = dict(self.masks), dict(self.keymasks)
+        masks, keymasks, flowcut = dict(self.masks), dict(self.keymasks), dict(self.flowcut)
         tracker = copy.deepcopy(self.tracker_settings)
         for item in items:
             key, raw = split_item(item)
@@ -220,17 +251,25 @@ class DiscoverSettings:
                 config_class = type(_build_tracker(dataclasses.replace(self, tracker_settings={})).config)
                 value = parse_field(config_class, name, raw, prefix="tracker.", what="tracker")
                 _set_dotted(tracker, name, value)
+            elif section == "flowcut" and name:
+                flowcut[name] = parse_field(FlowCutConfig, name, raw, prefix="flowcut.", what="flowcut")
             elif name:
-                raise SettingError(f"--set {key}: unknown section {section!r} (use masks.KEY, tracker.KEY or KEY)")
+                raise SettingError(f"--set {key}: unknown section {section!r} "
+                                   "(use masks.KEY, tracker.KEY, flowcut.KEY or KEY)")
             else:
                 keymasks[key] = parse_field(KeymaskConfig, key, raw, what="keymask")
-        return dataclasses.replace(self, masks=masks, keymasks=keymasks, tracker_settings=tracker)
+        out = dataclasses.replace(self, masks=masks, keymasks=keymasks, tracker_settings=tracker, flowcut=flowcut)
+        out._check_method()  # a flowcut value out of range or a setting of the other method: before any output
+        return out
 
     def fingerprint(self) -> Dict[str, Any]:
         """The settings that change results (stored in OUTDIR/settings.json; a resume must match)."""
         d = asdict(self)
         for k in ("cache_dir", "threads", "device"):
             d.pop(k)
+        if self.method == "keymask" and not self.flowcut:  # as before methods existed: old runs resume
+            d.pop("method")
+            d.pop("flowcut")
         return d
 
 
@@ -293,21 +332,46 @@ def _build_tracker(settings: DiscoverSettings):
     from s2d.tracking import build_tracker
 
     kw = dict(settings.tracker_settings)
-    if settings.cache_dir and "cache_dir" not in kw:
+    if settings.tracker == "cotracker3":  # a torch model: runs on the run's device, spills nothing
+        kw.setdefault("device", settings.device)
+    elif settings.cache_dir and "cache_dir" not in kw:
         kw["cache_dir"] = settings.cache_dir
     return build_tracker(settings.tracker, **kw)
 
 
+def _keymask_discovery(video: VideoInput, settings: DiscoverSettings, masks: Any) -> Tuple[Any, float]:
+    """Keymask discovery of one video with the point tracker: the result and the tracker's preparation time."""
+    from s2d.keymasks.config import KeymaskConfig
+    from s2d.keymasks.discover import discover_keymasks
+
+    tracker = _build_tracker(settings)
+    try:
+        t0 = time.perf_counter()
+        tracker.prepare(video.source)
+        prepare_s = time.perf_counter() - t0
+        kcfg = KeymaskConfig.from_dict(settings.keymasks) if settings.keymasks else KeymaskConfig()
+        return discover_keymasks(masks, tracker, kcfg), prepare_s
+    finally:
+        close = getattr(tracker, "close", None)
+        if close is not None:
+            close()
+
+
+def _flowcut_discovery(video: VideoInput, settings: DiscoverSettings, masks: Any) -> Tuple[Any, float]:
+    """FlowCut-style discovery of one video (no tracker to prepare: its flow is part of the discovery time)."""
+    from s2d.keymasks.flowcut import FlowCutConfig, discover_flowcut
+
+    return discover_flowcut(masks, video.source, FlowCutConfig.from_dict(settings.flowcut)), 0.0
+
+
 def discover_video(video: VideoInput, settings: DiscoverSettings, *, progress: bool = False) -> Dict[str, Any]:
-    """Run stage 1 (or read its output) and keymask discovery on one video.
+    """Run stage 1 (or read its output) and discovery (``settings.method``) on one video.
 
     Returns a JSON-ready record: ``{"video": {...}, "annotations": [...], "diagnostics": {...},
     "timings": {...}}`` where annotations are YouTube-VIS style with RLE on keymask frames and
-    ``null`` elsewhere (per-object diagnostics as extra keys).
+    ``null`` elsewhere (per-object diagnostics as extra keys); both methods give the same record.
     """
     from s2d.io.formats import to_ytvis_dataset
-    from s2d.keymasks.config import KeymaskConfig
-    from s2d.keymasks.discover import discover_keymasks
 
     if settings.threads:
         import cv2
@@ -318,16 +382,9 @@ def discover_video(video: VideoInput, settings: DiscoverSettings, *, progress: b
     t0 = time.perf_counter()
     masks = _single_frame_masks(video, settings, progress)
     t1 = time.perf_counter()
-    tracker = _build_tracker(settings)
-    try:
-        tracker.prepare(video.source)
-        t2 = time.perf_counter()
-        kcfg = KeymaskConfig.from_dict(settings.keymasks) if settings.keymasks else KeymaskConfig()
-        result = discover_keymasks(masks, tracker, kcfg)
-    finally:
-        close = getattr(tracker, "close", None)
-        if close is not None:
-            close()
+    run = _flowcut_discovery if settings.method == "flowcut" else _keymask_discovery
+    result, prepare_s = run(video, settings, masks)
+    t2 = t1 + prepare_s
     t3 = time.perf_counter()
     sparse = result.to_video()
     sparse.name = video.rel

@@ -72,12 +72,12 @@ def ms_deform_attn_core(value: torch.Tensor, shapes: Sequence[Tuple[int, int]], 
     """
     n, _, m, d = value.shape
     _, lq, _, nl, npnt, _ = locations.shape
-    splits = [int(h) * int(w) for h, w in shapes]
+    splits = [h * w for h, w in shapes]  # no int() anywhere here: sizes stay symbolic in an ONNX export
     per_level = value.split(splits, dim=1)
     grids = 2 * locations - 1
     sampled = []
     for lvl, (h, w) in enumerate(shapes):
-        v = per_level[lvl].flatten(2).transpose(1, 2).reshape(n * m, d, int(h), int(w))
+        v = per_level[lvl].flatten(2).transpose(1, 2).reshape(n * m, d, h, w)
         g = grids[:, :, :, lvl].transpose(1, 2).flatten(0, 1)  # (N·M)×Lq×P×2
         sampled.append(F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False))
     # (N·M)×D×Lq×L×P
@@ -125,8 +125,11 @@ class MSDeformAttn(nn.Module):
         offsets = self.sampling_offsets(query).view(n, lq, self.heads, self.levels, self.points, 2)
         attn = self.attention_weights(query).view(n, lq, self.heads, self.levels * self.points)
         attn = attn.softmax(-1).view(n, lq, self.heads, self.levels, self.points)
-        normalizer = torch.tensor([[w, h] for h, w in shapes], dtype=query.dtype, device=query.device)
-        loc = reference[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
+        # offsets in pixels of each level → fractions of its extent (divided level by level, not by a tensor of
+        # the sizes, so that an ONNX export keeps the frame size dynamic)
+        scaled = torch.stack([torch.stack([offsets[:, :, :, i, :, 0] / w, offsets[:, :, :, i, :, 1] / h], -1)
+                              for i, (h, w) in enumerate(shapes)], 3)
+        loc = reference[:, :, None, :, None, :] + scaled
         out = ms_deform_attn_core(value, shapes, loc, attn)
         return self.output_proj(out)
 
@@ -207,7 +210,7 @@ class MSDeformPixelDecoder(nn.Module):
     def forward(self, feats: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         srcs = [proj(feats[k]) for proj, k in zip(self.input_proj, MEMORY_LEVELS)]
         n = srcs[0].shape[0]
-        shapes = [(int(s.shape[-2]), int(s.shape[-1])) for s in srcs]
+        shapes = [(s.shape[-2], s.shape[-1]) for s in srcs]
         x = torch.cat([s.flatten(2).transpose(1, 2) for s in srcs], 1)
         pos = torch.cat([
             (sine_position_2d(n, h, w, self.conv_dim, s.device, s.dtype).flatten(2).transpose(1, 2)

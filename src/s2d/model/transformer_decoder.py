@@ -160,7 +160,7 @@ class VideoTransformerDecoder(nn.Module):
         for i in range(self.num_levels):
             m = self.input_proj[i](memory[i])
             h, w = m.shape[-2:]
-            sizes.append((int(h), int(w)))
+            sizes.append((h, w))  # no int(): the sizes stay symbolic in an ONNX export (dynamic frame size)
             # (B·T)×C×h×w → B×(T·h·w)×C: the key sequence spans the whole clip
             src = m.view(b, t, self.hidden_dim, h * w).permute(0, 1, 3, 2).reshape(b, t * h * w, self.hidden_dim)
             srcs.append(src + self.level_embed.weight[i].to(src.dtype))
@@ -207,6 +207,6 @@ class VideoTransformerDecoder(nn.Module):
                 low = torch.einsum("bqc,btchw->bqthw", emb.detach(), small)
                 b, q = low.shape[:2]
                 blocked = (low < 0).reshape(b, q, -1)  # sigmoid < 0.5; B×Q×(T·h·w), True = may not attend
-                blocked[blocked.all(-1)] = False
+                blocked = blocked & ~blocked.all(-1, keepdim=True)  # no in-place boolean indexing: exportable
                 attn_mask = blocked[:, None].expand(b, self.nheads, q, blocked.shape[-1]).reshape(b * self.nheads, q, -1)
         return logits, masks, attn_mask

@@ -28,7 +28,7 @@ from s2d.model.config import ModelConfig, model_preset
 from s2d.model.pixel_decoder import build_pixel_decoder
 from s2d.model.transformer_decoder import VideoTransformerDecoder
 
-__all__ = ["VideoMask2Former", "CHECKPOINT_FORMAT"]
+__all__ = ["VideoMask2Former", "CHECKPOINT_FORMAT", "predictions"]
 
 CHECKPOINT_FORMAT = "s2d.video_mask2former/1"
 PathLike = Union[str, "os.PathLike[str]"]
@@ -192,28 +192,7 @@ class VideoMask2Former(nn.Module):
             out = self(clip[None], normalized=normalized, aux=False, encoded=encoded, prev_queries=prev_queries)
         finally:
             self.train(was)
-        prob = out["pred_logits"][0].float().softmax(-1)[:, 0]
-        logits = out["pred_masks"][0].float()  # Q×T×h×w
-        # score = prob × quality with quality ≤ 1: queries with prob below the threshold can never pass, so
-        # skip upsampling them (most of the cost at full resolution; exact, not an approximation)
-        cand = (prob >= score_threshold).nonzero().flatten()
-        prob, logits = prob[cand], logits[cand]
-        embeds = F.normalize(out["pred_embeds"][0].float()[cand], dim=-1)
-        # upsample to the padded-then-cropped stride-4 grid's extent: stride 4 covers 4·h4 ≥ H pixels
-        q, t, h4, w4 = logits.shape
-        up = F.interpolate(logits, size=(h4 * 4, w4 * 4), mode="bilinear", align_corners=False)[..., :h, :w]
-        if size != (h, w):
-            up = F.interpolate(up, size=size, mode="bilinear", align_corners=False)
-        masks = up > 0
-        sig = up.sigmoid()
-        quality = (sig * masks).flatten(1).sum(1) / masks.flatten(1).sum(1).clamp(min=1)
-        scores = prob * quality
-        order = scores.argsort(descending=True)
-        order = order[scores[order] >= score_threshold]
-        if top_k is not None:
-            order = order[:top_k]
-        return {"scores": scores[order], "masks": masks[order], "mask_logits": up[order], "embeds": embeds[order],
-                "queries": out["pred_embeds"]}
+        return predictions(out, (int(h), int(w)), size, score_threshold, top_k)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -280,6 +259,36 @@ class VideoMask2Former(nn.Module):
         model = cls(config, "cpu", backbone_random_init=True)
         model.load_checkpoint(path)
         return model.to(device)
+
+
+def predictions(out: Dict[str, Any], input_size: Tuple[int, int], size: Tuple[int, int], score_threshold: float = 0.0,
+                top_k: Optional[int] = None) -> Dict[str, torch.Tensor]:
+    """:meth:`VideoMask2Former.predict`'s post-processing of the raw outputs of one clip (``pred_logits`` 1×Q×2,
+    ``pred_masks`` 1×Q×T×h4×w4, ``pred_embeds`` 1×Q×C) at ``input_size`` ``(H, W)``: scores, masks and logits at
+    ``size``, embeddings; shared by every backend that produces those outputs (e.g. ONNX Runtime)."""
+    h, w = input_size
+    prob = out["pred_logits"][0].float().softmax(-1)[:, 0]
+    logits = out["pred_masks"][0].float()  # Q×T×h×w
+    # score = prob × quality with quality ≤ 1: queries with prob below the threshold can never pass, so
+    # skip upsampling them (most of the cost at full resolution; exact, not an approximation)
+    cand = (prob >= score_threshold).nonzero().flatten()
+    prob, logits = prob[cand], logits[cand]
+    embeds = F.normalize(out["pred_embeds"][0].float()[cand], dim=-1)
+    # upsample to the padded-then-cropped stride-4 grid's extent: stride 4 covers 4·h4 ≥ H pixels
+    q, t, h4, w4 = logits.shape
+    up = F.interpolate(logits, size=(h4 * 4, w4 * 4), mode="bilinear", align_corners=False)[..., :h, :w]
+    if size != (h, w):
+        up = F.interpolate(up, size=size, mode="bilinear", align_corners=False)
+    masks = up > 0
+    sig = up.sigmoid()
+    quality = (sig * masks).flatten(1).sum(1) / masks.flatten(1).sum(1).clamp(min=1)
+    scores = prob * quality
+    order = scores.argsort(descending=True)
+    order = order[scores[order] >= score_threshold]
+    if top_k is not None:
+        order = order[:top_k]
+    return {"scores": scores[order], "masks": masks[order], "mask_logits": up[order], "embeds": embeds[order],
+            "queries": out["pred_embeds"]}
 
 
 def _freeze_unused(backbone: Backbone) -> List[str]:

@@ -134,6 +134,14 @@ class DenseConfig:
     score_threshold: float = 0.75
     link_iou: float = 0.5
     max_side: Optional[int] = 576  # as `s2d segment` runs the model (its best working size, RESULTS.md)
+    # frames smaller than max_side are enlarged to it (as `s2d segment` does); False: they keep their size, as
+    # the dense labels were made before issue #15 (not measured apart yet)
+    upscale: bool = True
+    # False: labels keep the teacher's masks where they overlap (as the recipes' labels were made before issue
+    # #15); True: a pixel two objects claim goes to the higher score, as `s2d segment` writes it. Measured from
+    # one distilled model (RESULTS.md, "dense labels"): resolving lowered the round's F 0.515 -> 0.462 and raised
+    # id switches per mosaic object 0.43 -> 4.57
+    resolve_overlaps: bool = False
     keep_keymasks: bool = True
     keymask_iou: float = 0.3
     # "none" | "crf" (at the working size). Measured (benchmarks/results/stage3_selfdistill.md): the CRF lowers
@@ -168,7 +176,8 @@ class DenseConfig:
         return SegmentConfig(
             score_threshold=self.score_threshold, continue_threshold=self.score_threshold,
             track_memory=self.track_memory, max_objects=self.max_objects, chunk=self.window, overlap=self.overlap,
-            max_side=self.max_side, link_iou=self.link_iou, link_embed=self.link_embed, refine=self.refine,
+            max_side=self.max_side, upscale=self.upscale, resolve_overlaps=self.resolve_overlaps,
+            link_iou=self.link_iou, link_embed=self.link_embed, refine=self.refine,
             guided_radius=self.guided_radius, guided_eps=self.guided_eps, min_area=self.min_area, split=self.split, split_min_area=self.split_min_area,
             tta_flip=self.tta_flip, tta_scales=tuple(self.tta_scales))
 

@@ -5,8 +5,10 @@ predict, then merge keymasks.
 (:class:`s2d.infer.predictor.VideoPredictor`), with the settings of :meth:`DenseConfig.segment_config`:
 chunks of ``window`` frames overlapping by ``overlap`` (at ``max_side``), tubes scoring ≥ ``score_threshold``
 (0.75), linked across chunks by mask IoU on the shared frames (≥ ``link_iou``), optionally split into
-connected parts, refined (``guided`` / ``crf``) and with TTA consensus, overlaps resolved by score, at the
-video's size. So the labels are what ``s2d segment`` with those settings would write.
+connected parts, refined (``guided`` / ``crf``) and with TTA consensus, at the video's size. So the labels
+are what ``s2d segment`` with those settings would write — except that, by default
+(``resolve_overlaps=False``), masks keep the pixels they share with a higher-scoring object, as the teacher
+predicts them (resolving them measured worse: ``benchmarks/RESULTS.md``).
 
 **Merge keymasks.** With ``keep_keymasks`` each keymask object is matched to a dense object (mean IoU on its
 keymask frames ≥ ``keymask_iou``) whose masks it replaces on those frames (the keymask wins on its frame);
