@@ -143,6 +143,14 @@ def test_ctrl_c_on_a_live_stream_completes_the_outputs(tmp_path: Path, tiny_ckpt
         time.sleep(0.05)
     assert len(list(pngs.glob("*.png"))) >= 6, "no per-frame output while the stream runs"
     p.send_signal(signal.SIGINT)
+    deadline = time.time() + 120
+    while p.poll() is None and time.time() < deadline:  # the stream goes on until s2d stops reading it
+        try:
+            p.stdin.write(next(chunks))
+            p.stdin.flush()
+        except (BrokenPipeError, StopIteration):
+            break
+        time.sleep(0.05)
     _, err = p.communicate(timeout=120)
     assert p.returncode == 130, err.decode()
     assert "Traceback" not in err.decode()
