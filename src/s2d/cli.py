@@ -331,8 +331,8 @@ def _add_segment(sub: "argparse._SubParsersAction") -> None:
                    help="the packaged model (default) or a checkpoint written by `s2d train` (<run>/<stage>/model.pt); "
                         "with --backend onnxruntime a .onnx file written by `s2d export-model`")
     p.add_argument("--backend", choices=list(BACKENDS), default=d.backend,
-                   help=f"run the model with PyTorch or with ONNX Runtime (the extra s2d[onnx]; equal masks) "
-                        f"(default {d.backend})")
+                   help=f"run the model with PyTorch or with ONNX Runtime (the extra s2d[onnx]; --model FILE.onnx "
+                        f"from `s2d export-model`) (default {d.backend})")
     p.add_argument("--score-threshold", type=float, default=d.score_threshold, metavar="S",
                    help=f"an object needs a score of at least S in [0, 1] to start a track (default "
                         f"{d.score_threshold}); --set continue_threshold=X lets tracks go on above X")

@@ -24,7 +24,8 @@ REFINE_MODES = ("none", "guided", "crf")
 #: Output formats of ``s2d segment``, in the order they are listed and written.
 FORMATS = ("ytvis", "davis", "mots", "overlay")
 #: Runtimes of the video model: PyTorch (default), or ONNX Runtime on a file from ``s2d export-model`` (extra
-#: ``s2d[onnx]``; work in progress, issue #19).
+#: ``s2d[onnx]``). ONNX Runtime measured 1.4× the frames/s of PyTorch on the 2-core CPU, with masks equal but for
+#: a few pixels per video, not bit-equal: PyTorch stays the default (``benchmarks/results/onnx.md``, issue #19).
 BACKENDS = ("torch", "onnxruntime")
 DEFAULT_BACKEND = "torch"
 DEFAULT_FORMATS = ("ytvis", "davis", "overlay")

@@ -166,6 +166,11 @@ def export_onnx(model: Any, path: PathLike, settings: Optional[ExportSettings] =
     path = Path(path)
     from s2d.io.atomic import atomic_path
 
+    import logging
+
+    quiet = logging.getLogger("onnxscript")  # its optimizer logs a warning per op it does not fold
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
     with torch.no_grad(), atomic_path(path, fsync=True) as tmp:
         program = torch.onnx.export(graph, (example,), dynamo=True, opset_version=st.opset, input_names=[INPUT_NAME],
                                     output_names=list(OUTPUT_NAMES), dynamic_shapes={"clip": dims}, verbose=False)
@@ -174,6 +179,7 @@ def export_onnx(model: Any, path: PathLike, settings: Optional[ExportSettings] =
         program.optimize()
         program.model.metadata_props.update(_metadata(model, st))
         program.save(str(tmp))
+    quiet.setLevel(level)
     return path
 
 
