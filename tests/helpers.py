@@ -46,6 +46,19 @@ def make_frames(n: int = 12, height: int = 32, width: int = 48, *, pattern: bool
     return frames
 
 
+def moving_square(n: int, height: int = 48, width: int = 64) -> List[np.ndarray]:
+    """``n`` frames of a red square moving 2 px per frame over a fixed random background (seed 0): one clear
+    moving object, for end-to-end runs of the tiny model."""
+    rng = np.random.default_rng(0)
+    bg = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    frames = []
+    for t in range(n):
+        f = bg.copy()
+        f[12:28, 4 + 2 * t:20 + 2 * t] = (250, 40, 40)
+        frames.append(f)
+    return frames
+
+
 def frame_index_of(rgb: np.ndarray) -> int:
     """Recover ``i % 12`` from a decoded synthetic frame (robust to codec noise and resizing)."""
     r = float(np.median(rgb[..., 0]))

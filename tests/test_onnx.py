@@ -26,6 +26,7 @@ pytest.importorskip("onnxscript")
 
 from s2d.infer.onnx_backend import ExportSettings, OnnxVideoModel, compare_backends, export_onnx  # noqa: E402
 from s2d.model import VideoMask2Former, model_preset  # noqa: E402
+from tests.helpers import moving_square  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -77,12 +78,8 @@ def test_metadata_and_uint8_input(exported) -> None:
 def _video(path: Path, n: int = 7, h: int = 48, w: int = 64) -> Path:
     from s2d.io.video import VideoWriter
 
-    rng = np.random.default_rng(0)
-    bg = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
     with VideoWriter(path, 10, w, h) as writer:
-        for t in range(n):
-            f = bg.copy()
-            f[12:28, 4 + 2 * t:20 + 2 * t] = (250, 40, 40)
+        for f in moving_square(n, h, w):
             writer.write(f)
     return path
 

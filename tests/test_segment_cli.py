@@ -20,6 +20,7 @@ from PIL import Image
 from s2d.cli import main
 from s2d.io.formats.mots import read_mots
 from s2d.io.video import VideoWriter, open_video
+from tests.helpers import moving_square
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -27,14 +28,7 @@ FAST = ["--score-threshold", "0", "--max-side", "64", "--chunk", "4", "--overlap
 
 
 def clip(n: int, h: int = 48, w: int = 64) -> List[np.ndarray]:
-    rng = np.random.default_rng(0)
-    bg = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-    frames = []
-    for t in range(n):
-        f = bg.copy()
-        f[12:28, 4 + 2 * t:20 + 2 * t] = (250, 40, 40)
-        frames.append(f)
-    return frames
+    return moving_square(n, h, w)
 
 
 def write_mp4(path: Path, frames: List[np.ndarray], **kw) -> Path:

@@ -14,7 +14,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from s2d import __version__
 from s2d.device import DEVICE_HELP, resolve_device
@@ -672,22 +672,16 @@ def _cmd_export(args: argparse.Namespace) -> int:
             formats.write_ytvis_results(out, videos)
         print(f"wrote {out} ({len(videos)} video(s))", file=sys.stderr)
     elif args.to == "davis":
-        if len(videos) == 1:
-            formats.write_davis(out, videos[0])
-        else:
-            for i, v in enumerate(videos):
-                formats.write_davis(out / _video_label(v, i), v)
+        _write_per_video(videos, out, formats.write_davis, "")
         print(f"wrote DAVIS PNGs under {out} ({len(videos)} video(s))", file=sys.stderr)
     elif args.to == "mots":
-        if len(videos) == 1:
-            formats.write_mots(out, videos[0])
-        else:
-            out.mkdir(parents=True, exist_ok=True)
-            for i, v in enumerate(videos):
-                formats.write_mots(out / f"{_video_label(v, i)}.txt", v)
+        _write_per_video(videos, out, formats.write_mots, ".txt")
         print(f"wrote {out} ({len(videos)} video(s))", file=sys.stderr)
     elif args.to == "cvat":
-        _export_cvat(videos, out)
+        from s2d.io.formats.cvat import write_cvat
+
+        _write_per_video(videos, out, write_cvat, ".xml")
+        print(f"wrote {out} ({len(videos)} video(s), CVAT for video 1.1)", file=sys.stderr)
     elif args.to == "fiftyone":
         _export_fiftyone(videos, args)
     else:
@@ -695,16 +689,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export_cvat(videos: list, out: Path) -> None:
-    from s2d.io.formats.cvat import write_cvat
-
+def _write_per_video(videos: list, out: Path, write: Callable[[Path, Any], Any], suffix: str) -> None:
+    """One video: ``write(out, video)``; several: ``out/<video label><suffix>`` each."""
     if len(videos) == 1:
-        write_cvat(out, videos[0])
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        for i, v in enumerate(videos):
-            write_cvat(out / f"{_video_label(v, i)}.xml", v)
-    print(f"wrote {out} ({len(videos)} video(s), CVAT for video 1.1)", file=sys.stderr)
+        write(out, videos[0])
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    for i, v in enumerate(videos):
+        write(out / f"{_video_label(v, i)}{suffix}", v)
 
 
 def _export_fiftyone(videos: list, args: argparse.Namespace) -> None:

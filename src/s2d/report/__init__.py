@@ -7,13 +7,6 @@ imports neither matplotlib nor Jinja2.
 
 from __future__ import annotations
 
-from typing import Any
+from s2d.report.build import build_report
 
 __all__ = ["build_report"]
-
-
-def build_report(*args: Any, **kwargs: Any) -> Any:
-    """See :func:`s2d.report.build.build_report`."""
-    from s2d.report.build import build_report as _build
-
-    return _build(*args, **kwargs)

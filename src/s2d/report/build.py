@@ -150,7 +150,7 @@ def _transcode_vp9(src: Path, dst: Path) -> None:
 # --------------------------------------------------------------------------- objects
 def _areas(video: VideoSegmentation, tid: int) -> np.ndarray:
     tr = video.track(tid)
-    return np.array([0 if m is None else rle_utils.area(m) for m in tr.masks], dtype=np.float64)
+    return np.array([tr.area(t) for t in range(tr.num_frames)], dtype=np.float64)
 
 
 def _object_row(video: VideoSegmentation, tid: int, assets: _Assets, folder: str) -> ObjectRow:
