@@ -209,3 +209,36 @@ def test_limit_keeps_the_first_tubes_and_spends_no_id_on_the_rest() -> None:
 def test_bad_memory_is_a_setting_error(bad) -> None:
     with pytest.raises(SettingError, match="track memory"):
         TubeLinker(0.3, memory=bad)
+
+
+# (birth_overlap, chunks in video order, expected ids; 0 = a birth suppressed)
+BIRTH_CASES = {
+    "off: a duplicate inside a tracked object gets its own id": (
+        1.0, [chunk([0, 1], "11110000"), chunk([1, 2], "11110000", "01100000")],
+        [[1], [1, 2]]),
+    "a new tube inside a continued track starts nothing": (
+        0.5, [chunk([0, 1], "11110000"), chunk([1, 2], "11110000", "01100000")],
+        [[1], [1, 0]]),
+    "a tube half outside still starts a track": (  # 2 of 4 pixels under the track: 0.5, not more
+        0.5, [chunk([0, 1], "11110000"), chunk([1, 2], "11110000", "00111100")],
+        [[1], [1, 2]]),
+    "the continued track counts even when it scores lower": (  # tube order = score order
+        0.5, [chunk([0, 1], "11110000"), chunk([1, 2], "01110000", "11110000")],
+        [[1], [0, 1]]),
+    "within one chunk, the second of two new duplicates starts nothing": (
+        0.5, [chunk([0, 1], "11110000", "11100000", "00000011")],
+        [[1, 0, 2]]),
+}
+
+
+@pytest.mark.parametrize("name", list(BIRTH_CASES))
+def test_births_inside_tracked_objects(name: str) -> None:
+    overlap, chunks, expected = BIRTH_CASES[name]
+    linker = TubeLinker(0.3, birth_overlap=overlap)
+    assert [linker.link(frames, masks) for frames, masks in chunks] == expected
+
+
+@pytest.mark.parametrize("bad", [0, -0.1, 1.5])
+def test_bad_birth_overlap_is_a_setting_error(bad) -> None:
+    with pytest.raises(SettingError, match="birth overlap"):
+        TubeLinker(0.3, birth_overlap=bad)

@@ -52,3 +52,10 @@ def test_ddp_two_ranks_same_weights(tmp_path: Path):
                                dense_ddp_config(tiny_config(max_iter=3)).dense, progress=False)
     assert (run / "dense_labels.json").read_bytes() == one.read_bytes()
     assert (run / "self-distill" / "model.pt").is_file()
+    # after a resume both ranks agree that every stage is done (and neither relabels nor retrains)
+    for r in (0, 1):
+        assert (out / f"resume_rank{r}.txt").read_text() == "distill=True self-distill=True"
+    # ranks that see different run folders both stop with the same kind of one-line error
+    for r in (0, 1):
+        msg = (out / f"disagree_rank{r}.txt").read_text()
+        assert "ranks disagree" in msg and "last.pt exists" in msg and "\n" not in msg, msg

@@ -101,6 +101,21 @@ def ddp_worker(rank: int, world: int, port: int, data: str, videos: str, run: st
                    os.path.join(out, f"rank{rank}.pt"))
         # self-distillation: the dense labelset is labelled in shards, one per rank, and joined by rank 0
         train(dense_ddp_config(cfg), data, videos, run, stages=["self-distill"], device="cpu", progress=False)
+        # resumed, every rank finds both stages finished and the dense labels there: nothing is redone
+        again = train(dense_ddp_config(cfg), data, videos, run, resume=True, device="cpu", progress=False)
+        with open(os.path.join(out, f"resume_rank{rank}.txt"), "w") as f:
+            f.write(" ".join(f"{k}={v.skipped}" for k, v in again.items()))
+        # ranks that see different run folders: a one-line error on every rank, not one rank waiting forever
+        from s2d.errors import SettingError
+
+        try:
+            train(cfg, data, videos, run if rank == 0 else run + "_elsewhere", resume=True, stages=["distill"],
+                  device="cpu", progress=False)
+            msg = "no error"
+        except SettingError as e:
+            msg = str(e)
+        with open(os.path.join(out, f"disagree_rank{rank}.txt"), "w") as f:
+            f.write(msg)
         # objectness loss off (reference S2D configs): the class head gets no gradient → find_unused_parameters
         cfg0 = load_train_config(cfg, ["model.loss.class_weight=0", "solver.max_iter=2"])
         res0 = train(cfg0, data, videos, run + "_cw0", stages=["distill"], device="cpu", progress=False)

@@ -81,6 +81,9 @@ class SegmentConfig:
             Measured on the dev benchmark with two models (``benchmarks/RESULTS.md``): 0.3–0.7 lower the
             fragments and ids per mosaic object and raise mosaic J&F by 0.006–0.008 with identical
             single-object figures; frame by frame (``online``) 0.5 raises matched J&F by 0.07.
+        birth_overlap: a tube that continues no object starts a new one only when at most this share of its
+            pixels lies under the chunk's other objects (:class:`~s2d.infer.linking.TubeLinker`): a second
+            query on an object already tracked does not become a second id. 1: never suppressed.
         refine: ``"guided"`` upsamples each object's mask probability with a guided filter on the frame
             (:mod:`s2d.infer.refine`: edges move onto the image's edges, flat regions keep the model's
             probability); ``"crf"`` snaps each binary mask to the image edges with a dense CRF (it erases
@@ -123,6 +126,7 @@ class SegmentConfig:
     resolve_overlaps: bool = True
     link_iou: float = 0.3
     link_embed: float = 0.5
+    birth_overlap: float = 1.0
     refine: str = DEFAULT_REFINE
     refine_max_side: int = 854
     guided_radius: float = 0.0375
@@ -168,6 +172,8 @@ class SegmentConfig:
             raise SettingError(f"link IoU must be in (0, 1], got {self.link_iou!r}")
         if not _is_number(self.link_embed) or not 0.0 <= float(self.link_embed) <= 1.0:
             raise SettingError(f"link embed must be a weight in [0, 1], got {self.link_embed!r}")
+        if not _is_number(self.birth_overlap) or not 0.0 < float(self.birth_overlap) <= 1.0:
+            raise SettingError(f"birth overlap must be in (0, 1], got {self.birth_overlap!r}")
         if self.refine not in REFINE_MODES:
             raise SettingError(f"refine must be one of {', '.join(REFINE_MODES)}, got {self.refine!r}")
         if not _is_int(self.refine_max_side) or self.refine_max_side < 16:

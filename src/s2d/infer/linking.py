@@ -99,6 +99,9 @@ class TubeLinker:
         link_iou: smallest mean IoU over the shared frames that continues a track (0 < link_iou ≤ 1).
         memory: chunks a track that went missing stays linkable (0: a missed chunk ends it).
         embed_weight: λ, the weight of the query-embedding similarity in the linking score (0: masks only).
+        birth_overlap: a tube that continues no track starts a new one only when at most this share of its
+            pixels lies under the chunk's other kept tubes (those continuing tracks, then earlier new ones):
+            a second query on an object already tracked does not become a second id. 1: never suppressed.
 
     Example::
 
@@ -107,13 +110,17 @@ class TubeLinker:
         ids = linker.link([2, 3, 4, 5], masks_b)   # matched on frames 2-3, others get fresh ids
     """
 
-    def __init__(self, link_iou: float = 0.3, memory: int = 0, embed_weight: float = 0.0) -> None:
+    def __init__(self, link_iou: float = 0.3, memory: int = 0, embed_weight: float = 0.0,
+                 birth_overlap: float = 1.0) -> None:
         if not 0.0 < float(link_iou) <= 1.0:
             raise SettingError(f"link_iou must be in (0, 1], got {link_iou!r}")
         if isinstance(memory, bool) or not isinstance(memory, int) or memory < 0:
             raise SettingError(f"track memory must be an integer >= 0 (chunks), got {memory!r}")
         if not 0.0 <= float(embed_weight) <= 1.0:
             raise SettingError(f"link embedding weight must be in [0, 1], got {embed_weight!r}")
+        if not 0.0 < float(birth_overlap) <= 1.0:
+            raise SettingError(f"birth overlap must be in (0, 1], got {birth_overlap!r}")
+        self.birth_overlap = float(birth_overlap)
         self.link_iou = float(link_iou)
         self.memory = memory
         self.embed_weight = float(embed_weight)
@@ -162,13 +169,19 @@ class TubeLinker:
         assign.update(self._continue_ended(masks, [k for k in range(n) if k not in assign], emb))
         ids: List[int] = []
         kept = 0
+        taken = self._taken(masks, assign)
         for k in range(n):
             tid = assign.get(k)
             if (limit is not None and kept >= limit) or (tid is None and not starts[k]):
                 ids.append(0)
                 continue
             if tid is None:
+                if taken is not None and self._inside(masks[k], taken):
+                    ids.append(0)
+                    continue
                 tid, self.next_id = self.next_id, self.next_id + 1
+                if taken is not None:
+                    taken |= masks[k].bool()
             ids.append(tid)
             kept += 1
             if emb is not None:
@@ -177,6 +190,20 @@ class TubeLinker:
                 self._embeds[tid] = new / new.norm().clamp(min=1e-6)
         self._remember(frames, masks, ids)
         return ids
+
+    def _taken(self, masks: torch.Tensor, assign: Dict[int, int]) -> Optional[torch.Tensor]:
+        """``L×H×W`` union of the tubes that continue tracks (``None`` when births are never suppressed)."""
+        if self.birth_overlap >= 1.0:
+            return None
+        taken = torch.zeros(masks.shape[1:], dtype=torch.bool, device=masks.device)
+        for k in assign:
+            taken |= masks[k].bool()
+        return taken
+
+    def _inside(self, tube: torch.Tensor, taken: torch.Tensor) -> bool:
+        """Whether more than ``birth_overlap`` of the tube's pixels lie under ``taken``."""
+        area = int(tube.sum())
+        return area > 0 and int((tube.bool() & taken).sum()) > self.birth_overlap * area
 
     def _score(self, iou: np.ndarray, emb: Optional[torch.Tensor], tracks: Sequence[int],
                rows: Sequence[int]) -> np.ndarray:

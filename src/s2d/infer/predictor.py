@@ -125,7 +125,7 @@ class VideoPredictor:
         self._enc_cache = {}
         self._queries = None
         self.frames_read = 0
-        linker = TubeLinker(cfg.link_iou, cfg.memory_chunks, cfg.link_embed)
+        linker = TubeLinker(cfg.link_iou, cfg.memory_chunks, cfg.link_embed, cfg.birth_overlap)
         window: Deque[_Item] = deque(maxlen=cfg.chunk)  # the last ≤ L frames: the next chunk
         source = iter(frames)
         size: Optional[Tuple[int, int]] = None

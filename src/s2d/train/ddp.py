@@ -25,6 +25,7 @@ from torch import nn
 
 
 from s2d.device import AUTO, resolve_device
+from s2d.errors import SettingError
 
 if TYPE_CHECKING:
     import datetime
@@ -141,6 +142,19 @@ def any_true(flag: bool, device: torch.device) -> bool:
         t = torch.tensor([1.0 if flag else 0.0], device=device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item() > 0)
+    return flag
+
+
+def agree(flag: bool, device: torch.device, what: str) -> bool:
+    """``flag`` when every rank holds the same value; otherwise a :class:`SettingError` on every rank (so no
+    rank goes on alone and the others wait at a barrier). ``what`` names the decision in the message, e.g.
+    ``"RUN/distill/last.pt exists"``: ranks that see different run folders disagree on what to resume."""
+    if dist.is_available() and dist.is_initialized():
+        t = torch.tensor([1.0 if flag else 0.0, 0.0 if flag else 1.0], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        if bool(t[0] > 0) and bool(t[1] > 0):
+            raise SettingError(f"the ranks disagree on whether {what} (rank {dist.get_rank()} says "
+                               f"{'yes' if flag else 'no'}): put the run folder on storage every rank shares")
     return flag
 
 

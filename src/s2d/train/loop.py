@@ -49,7 +49,7 @@ from s2d.io.atomic import atomic_path, remove_stale_temps
 from s2d.model import ModelConfig, VideoMask2Former, VideoSetCriterion
 from s2d.train.config import STAGES, TrainConfig, load_train_config
 from s2d.train.data import ClipDataset, clip_loader, load_labelset
-from s2d.train.ddp import DistEnv, all_reduce_mean, any_true, barrier, init_distributed, wrap_ddp
+from s2d.train.ddp import DistEnv, agree, all_reduce_mean, any_true, barrier, init_distributed, wrap_ddp
 from s2d.train.ema import EMATeacher, unwrap
 
 __all__ = ["train", "train_stage", "StageResult", "teacher_targets", "build_optimizer", "build_scheduler",
@@ -254,7 +254,7 @@ def train_stage(config: TrainConfig, data: PathLike, videos_root: PathLike, run_
     if last.exists() and not resume:
         raise SettingError(f"{last} exists: pass resume to continue that run, or choose a new run folder")
     st, resumed = _build_stage(cfg, env, stage, data, total, last, final, init=init, resume=resume)
-    if resume and final.exists() and st.step >= total:
+    if agree(resume and final.exists() and st.step >= total, env.device, f"stage {stage} is finished"):
         return st.result(skipped=True)
     loop = _prepare_loop(st, videos_root, run_dir, resumed)
     _run_steps(st, loop, stop_at, progress)
@@ -342,7 +342,7 @@ def _build_stage(cfg: TrainConfig, env: DistEnv, stage: str, data: PathLike, tot
     np.random.seed(cfg.seed % (2 ** 32))
     random.seed(cfg.seed)
     offline = None
-    ckpt = _read_train_checkpoint(last) if (resume and last.exists()) else None
+    ckpt = _read_train_checkpoint(last) if agree(resume and last.exists(), env.device, f"{last} exists") else None
     if stage == "online":  # the student is the offline model's architecture with query propagation
         if init is None:
             raise SettingError("the online stage needs the offline model to distil (online.teacher)")
@@ -694,7 +694,7 @@ def train(config: Union[TrainConfig, str, PathLike, None], data: PathLike, video
             raise InputError(teacher_ckpt, "self-distill needs the distilled model; run the distill stage first")
         for k in range(1, cfg.self_distill_rounds + 1):
             stage, dense = self_distill_round(run, k)
-            if not (resume and dense.is_file()):
+            if not agree(resume and dense.is_file(), env.device, f"{dense} exists"):
                 _dense_labels(cfg, env, teacher_ckpt, data, videos_root, dense, progress)
             barrier(env)
             sd_init = teacher_ckpt if cfg.self_distill_init == "teacher" else cfg.init
