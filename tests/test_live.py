@@ -59,10 +59,16 @@ def ts_packets(imgs: List[np.ndarray], fps: int = 10) -> Iterator[bytes]:
     yield buf.getvalue()
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    # a job started in the background by a non-interactive shell (as CI may be) inherits SIGINT ignored, and
+    # Python then never turns it into KeyboardInterrupt; a user's Ctrl-C comes with the default disposition
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def s2d(*args: str, **kw) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.Popen([sys.executable, "-m", "s2d", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, **kw)
+                            stderr=subprocess.PIPE, preexec_fn=_ctrl_c_as_in_a_terminal, **kw)
 
 
 @pytest.mark.parametrize("source, live, name", [
