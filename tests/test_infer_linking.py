@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from s2d.errors import SettingError
-from s2d.infer.linking import TubeLinker, match_tubes, tube_iou
+from s2d.infer.linking import TubeLinker, match_tubes, group_duplicates, tube_iou
 
 
 def tube(pattern: str, frames: int) -> np.ndarray:
@@ -242,3 +242,23 @@ def test_births_inside_tracked_objects(name: str) -> None:
 def test_bad_birth_overlap_is_a_setting_error(bad) -> None:
     with pytest.raises(SettingError, match="birth overlap"):
         TubeLinker(0.3, birth_overlap=bad)
+
+
+# (tube patterns, scores, max IoU, {kept: [absorbed]})
+NMS_CASES = {
+    "off keeps all": (["11110000", "11110000"], [0.9, 0.8], 1.0, {0: [], 1: []}),
+    "a duplicate of a better tube is absorbed": (["11110000", "11100000"], [0.9, 0.8], 0.5, {0: [1]}),  # IoU 0.75
+    "the better tube keeps whatever the order": (["11100000", "11110000"], [0.8, 0.9], 0.5, {1: [0]}),
+    "an overlap at the threshold stays apart": (["11110000", "00111100"], [0.9, 0.8], 0.5, {0: [], 1: []}),
+    "a tube only an absorbed tube overlaps stays": (
+        ["11110000", "01111000", "00011110"], [0.9, 0.8, 0.7], 0.5, {0: [1], 2: []}),  # 1~0: 0.6; 2~0: 0.14
+    "absorbed by the kept tube it overlaps": (
+        ["11110000", "00001111", "00111111"], [0.9, 0.8, 0.7], 0.3, {0: [], 1: [2]}),  # 2~0: 0.25, 2~1: 0.67
+}
+
+
+@pytest.mark.parametrize("name", list(NMS_CASES))
+def test_group_duplicate_tubes(name: str) -> None:
+    patterns, scores, max_iou, expected = NMS_CASES[name]
+    _, masks = chunk([0, 1], *patterns)
+    assert group_duplicates(masks, scores, max_iou) == expected

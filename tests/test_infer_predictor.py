@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List
 
+import dataclasses
 import numpy as np
 import pytest
 import torch
@@ -377,7 +378,7 @@ def test_working_size() -> None:
     ({"guided_radius": 0}, "guided radius"), ({"guided_eps": -1}, "guided eps"), ({"split": "yes"}, "split"),
     ({"upscale": 1}, "upscale"), ({"resolve_overlaps": "no"}, "resolve_overlaps"),
     ({"continue_threshold": -0.1}, "continue threshold"), ({"track_memory": -1}, "track memory"),
-    ({"track_memory": 1.5}, "track memory"),
+    ({"track_memory": 1.5}, "track memory"), ({"birth_overlap": 0}, "birth overlap"), ({"nms_iou": 1.5}, "nms iou"),
 ])
 def test_bad_settings_are_one_line_setting_errors(changes: dict, match: str) -> None:
     with pytest.raises(SettingError, match=match) as e:
@@ -416,3 +417,22 @@ def test_tta_consensus_runs_in_the_stream(tiny_ckpt: Path) -> None:
     assert len(scaled) == 5 and all(r.masks.shape[1:] == (40, 60) for r in scaled)
     with pytest.raises(SettingError, match="tta scales"):
         cfg.replace(tta_scales=(0.0,))
+
+
+def test_duplicate_tubes_merge_into_one_object() -> None:
+    def draw(t: int, h: int, w: int) -> Dict[str, tuple]:
+        a = np.zeros((h, w), bool)
+        b = np.zeros((h, w), bool)
+        a[2:10, 2:12] = True
+        b[2:12, 2:12] = True  # the same object with more of it: IoU 0.8 with a
+        return {"a": (a, 0.9), "b": (b, 0.8)}
+
+    cfg = SegmentConfig(chunk=4, overlap=2, max_side=24, score_threshold=0.5, min_area=1, refine="none",
+                        split=False, nms_iou=0.5)
+    out = list(VideoPredictor(Scripted(draw), cfg)(flat_frames(6)))
+    expect = np.zeros((32, 48), bool)
+    expect[4:24, 4:24] = True  # the union of both, upsampled ×2
+    for fr in out:
+        assert fr.ids.tolist() == [1] and np.array_equal(fr.masks[0], expect)
+    off = list(VideoPredictor(Scripted(draw), dataclasses.replace(cfg, nms_iou=1.0))(flat_frames(6)))
+    assert all(fr.ids.tolist() == [1, 2] for fr in off)

@@ -87,6 +87,24 @@ def match_tubes(iou: np.ndarray, min_iou: float) -> Dict[int, int]:
     return {int(r): int(c) for r, c in zip(rows, cols) if iou[r, c] >= min_iou}
 
 
+def group_duplicates(masks: Masks, scores: Sequence[float], max_iou: float) -> Dict[int, List[int]]:
+    """Non-maximum suppression of tubes, for a model that puts two queries on one object: ``{kept: [absorbed]}``,
+    kept tubes in the given order. Going down the scores, a tube whose mean IoU with a kept tube exceeds
+    ``max_iou`` is absorbed by the best such tube; the others are kept. ``max_iou`` ≥ 1 keeps all."""
+    n = len(scores)
+    if max_iou >= 1.0 or n < 2:
+        return {k: [] for k in range(n)}
+    iou = tube_iou(masks, masks)
+    groups: Dict[int, List[int]] = {}
+    for k in sorted(range(n), key=lambda i: -float(scores[i])):
+        over = [j for j in groups if iou[k, j] > max_iou]
+        if over:
+            groups[max(over, key=lambda j: iou[k, j])].append(k)
+        else:
+            groups[k] = []
+    return {k: groups[k] for k in sorted(groups)}
+
+
 class TubeLinker:
     """Give the tubes of consecutive chunks video-wide track ids.
 

@@ -34,7 +34,8 @@ import torch.nn.functional as F
 from s2d.errors import InputError, S2DError
 from s2d.infer.config import SegmentConfig
 from s2d.infer.instances import split_tubes
-from s2d.infer.linking import TubeLinker
+from s2d.infer.linking import TubeLinker, group_duplicates
+from s2d.infer.motion import MotionMeter
 from s2d.infer.refine import guided_masks
 from s2d.infer.tta import predict_tta
 from s2d.io.video import Frame
@@ -78,6 +79,20 @@ class _Item:
     work: np.ndarray  # h×w×3 uint8 at the working size (the model's input)
 
 
+def _merge_duplicates(masks: torch.Tensor, scores: torch.Tensor, logits: torch.Tensor, embeds: Optional[torch.Tensor],
+                      max_iou: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """Tubes that duplicate a better one (:func:`~s2d.infer.linking.group_duplicates`) merge into it: the union
+    of their masks, the maximum of their logits, the better tube's score and embedding."""
+    groups = group_duplicates(masks, scores.tolist(), max_iou)
+    keep = list(groups)
+    masks, logits = masks.clone(), logits.clone()
+    for k, absorbed in groups.items():
+        for j in absorbed:
+            masks[k] |= masks[j]
+            logits[k] = torch.maximum(logits[k], logits[j])
+    return masks[keep], scores[keep], logits[keep], None if embeds is None else embeds[keep]
+
+
 class VideoPredictor:
     """Run a video model over a stream of frames, chunk by chunk, and yield one result per frame.
 
@@ -104,6 +119,7 @@ class VideoPredictor:
         self._score_n: Dict[int, int] = {}
         self._enc_cache: Dict[int, Tuple[torch.Tensor, List[torch.Tensor]]] = {}
         self._queries: Optional[torch.Tensor] = None  # online model: the last chunk's query embeddings
+        self._motion: Optional[MotionMeter] = None  # min_motion > 0: the stream's object motion
         self.frames_read = 0
 
     @property
@@ -124,6 +140,7 @@ class VideoPredictor:
         self._score_sum, self._score_n = {}, {}
         self._enc_cache = {}
         self._queries = None
+        self._motion = MotionMeter() if cfg.min_motion > 0 else None
         self.frames_read = 0
         linker = TubeLinker(cfg.link_iou, cfg.memory_chunks, cfg.link_embed, cfg.birth_overlap)
         window: Deque[_Item] = deque(maxlen=cfg.chunk)  # the last ≤ L frames: the next chunk
@@ -216,7 +233,9 @@ class VideoPredictor:
                                                         min_area=cfg.split_min_area * masks.shape[-2] * masks.shape[-1])
             assert logits is not None  # split_tubes returns the logits it is given
             embeds = None if embeds is None else embeds[source]  # a tube's parts share its query
-        ids = linker.link([it.pos for it in items], masks, starts=(scores >= cfg.score_threshold).tolist(),
+        if cfg.nms_iou < 1.0 and len(masks) > 1:
+            masks, scores, logits, embeds = _merge_duplicates(masks, scores, logits, embeds, cfg.nms_iou)
+        ids = linker.link([it.pos for it in items], masks, starts=self._may_start(items, masks, scores),
                           limit=cfg.max_objects, embeds=embeds)
         kept = [k for k, i in enumerate(ids) if i > 0]
         ids, scores, logits = [ids[k] for k in kept], scores[kept], logits[kept]
@@ -225,6 +244,16 @@ class VideoPredictor:
             self._score_n[tid] = self._score_n.get(tid, 0) + 1
         return {"ids": np.asarray(ids, dtype=np.int64), "scores": scores.numpy().astype(np.float64).clip(0, 1),
                 "logits": logits}
+
+    def _may_start(self, items: List[_Item], masks: torch.Tensor, scores: torch.Tensor) -> List[bool]:
+        """Per tube, whether it may start a new object: score ≥ ``score_threshold`` and, with ``min_motion``,
+        enough motion of its own in this chunk."""
+        starts = (scores >= self.config.score_threshold).numpy()
+        if self._motion is not None:
+            self._motion.update([(it.pos, it.work) for it in items])
+            moving = self._motion.tube_motion([it.pos for it in items], masks) >= self.config.min_motion
+            starts = starts & moving  # NaN (no measurable frame) compares False
+        return [bool(x) for x in starts]
 
     @property
     def _propagates(self) -> bool:

@@ -167,6 +167,12 @@ class DenseConfig:
     # weight of the query-embedding similarity in linking (s2d segment's link_embed); 0: masks only, as the
     # shipped recipe's labels were made
     link_embed: float = 0.0
+    # a tube starts a label object only when it moves on its own (s2d segment's min_motion, percent of the
+    # frame's long side per frame); 0: off
+    min_motion: float = 0.0
+    # merge a tube into a better one it overlaps by more than this mean IoU (s2d segment's nms_iou); 1: off, as
+    # every recipe's labels were made
+    nms_iou: float = 1.0
 
     def segment_config(self) -> "SegmentConfig":
         """These settings as the :class:`~s2d.infer.config.SegmentConfig` that dense labelling predicts with
@@ -177,7 +183,8 @@ class DenseConfig:
             score_threshold=self.score_threshold, continue_threshold=self.score_threshold,
             track_memory=self.track_memory, max_objects=self.max_objects, chunk=self.window, overlap=self.overlap,
             max_side=self.max_side, upscale=self.upscale, resolve_overlaps=self.resolve_overlaps,
-            link_iou=self.link_iou, link_embed=self.link_embed, refine=self.refine,
+            link_iou=self.link_iou, link_embed=self.link_embed, min_motion=self.min_motion, nms_iou=self.nms_iou,
+            refine=self.refine,
             guided_radius=self.guided_radius, guided_eps=self.guided_eps, min_area=self.min_area, split=self.split, split_min_area=self.split_min_area,
             tta_flip=self.tta_flip, tta_scales=tuple(self.tta_scales))
 
