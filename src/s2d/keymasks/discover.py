@@ -99,8 +99,26 @@ class MaskInfo:
     duplicate: bool = False
 
 
+class KeymaskStats:
+    """The per-object figures both discovery methods report, from ``frames`` and ``scores`` (one stage-1 score per
+    labelled frame) of the dataclass that mixes this in."""
+
+    frames: List[int]
+    scores: List[float]
+
+    @property
+    def num_keymasks(self) -> int:
+        """Number of labelled frames (read by ``data.min_keymasks``)."""
+        return len(self.frames)
+
+    @property
+    def score(self) -> float:
+        """Mean stage-1 score of its masks."""
+        return float(np.clip(np.mean(self.scores), 0.0, 1.0)) if self.scores else 0.0
+
+
 @dataclass
-class KeymaskObject:
+class KeymaskObject(KeymaskStats):
     """One discovered object identity with its keymasks (one per keymask frame).
 
     Attributes:
@@ -142,15 +160,6 @@ class KeymaskObject:
     one2x_mean: float
     saliency: float = 0.0
     score_ratio: float = 0.0
-
-    @property
-    def num_keymasks(self) -> int:
-        return len(self.frames)
-
-    @property
-    def score(self) -> float:
-        """Mean input score of the keymasks."""
-        return float(np.clip(np.mean(self.scores), 0.0, 1.0)) if self.scores else 0.0
 
     @property
     def one2x(self) -> float:

@@ -40,7 +40,7 @@ import numpy as np
 from s2d import rle as rle_utils
 from s2d.errors import SettingError, ValidationError
 from s2d.features.flow import DIS_PRESETS, FlowConfig, compute_flow, prepare_gray, warp
-from s2d.keymasks.discover import MaskInfo, _collect_masks, _top_scores, _top_tracks, split_components
+from s2d.keymasks.discover import KeymaskStats, MaskInfo, _collect_masks, _top_scores, _top_tracks, split_components
 from s2d.tracking.video import FrameSource, iter_input_frames
 from s2d.types import Track, VideoSegmentation
 
@@ -116,7 +116,7 @@ class FlowCutConfig:
 
 
 @dataclass
-class FlowCutObject:
+class FlowCutObject(KeymaskStats):
     """One chained segment: an object with a mask on each frame it covers.
 
     Attributes:
@@ -138,16 +138,6 @@ class FlowCutObject:
     link_ious: List[float]
     saliency: float = 0.0
     score_ratio: float = 0.0
-
-    @property
-    def num_keymasks(self) -> int:
-        """Number of labelled frames (the field name keymask discovery writes, read by ``data.min_keymasks``)."""
-        return len(self.frames)
-
-    @property
-    def score(self) -> float:
-        """Mean stage-1 score of its masks."""
-        return float(np.clip(np.mean(self.scores), 0.0, 1.0)) if self.scores else 0.0
 
     def extra(self) -> Dict[str, Any]:
         """Per-object fields stored in ``Track.extra`` (and thus in the YouTube-VIS records)."""
